@@ -1,0 +1,245 @@
+"""The embedded default: nats-server, an emulated fleet and the five services as processes.
+
+``scanfleet up`` runs it for a newcomer; the end-to-end tests run the very same thing, and
+can kill or restart any part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from scanfleet.common.embedded import NatsServer, free_port
+
+SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
+
+
+@dataclass(frozen=True)
+class EmulatedScanner:
+    pool: str
+    id: str
+    max_concurrent_scans: int = 2
+
+
+DEFAULT_FLEET = (
+    EmulatedScanner("default", "scanner-1", 2),
+    EmulatedScanner("default", "scanner-2", 2),
+    EmulatedScanner("dmz", "scanner-3", 1),
+)
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    nats_port: int | None = None
+    gateway_port: int | None = None
+    fleet: tuple[EmulatedScanner, ...] = DEFAULT_FLEET
+    scan_duration: float = 20.0
+    poll_interval: float = 2.0
+    ssh_accounts: dict[str, str] = field(default_factory=dict)
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def _env_name(scanner: EmulatedScanner, what: str) -> str:
+    return f"SCANFLEET_EMU_{scanner.pool}_{scanner.id}_{what}".upper().replace("-", "_")
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.data_dir = options.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.nats = NatsServer(self.data_dir / "nats", host=options.host, port=options.nats_port)
+        self.gateway_port = options.gateway_port or free_port(options.host)
+        self.emulator_ports = {s: free_port(options.host) for s in options.fleet}
+        self.secrets = {s: (secrets.token_hex(32), secrets.token_hex(32)) for s in options.fleet}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # Addresses --------------------------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.options.host}:{self.gateway_port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.gateway_url}/mcp"
+
+    def emulator_url(self, scanner: EmulatedScanner) -> str:
+        return f"http://{self.options.host}:{self.emulator_ports[scanner]}"
+
+    @property
+    def scanners_file(self) -> Path:
+        return self.data_dir / "scanners.yaml"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCANFLEET_")}
+        env.update(
+            {
+                "SCANFLEET_NATS_URL": self.nats.url,
+                "SCANFLEET_SCANNERS_FILE": str(self.scanners_file),
+                "SCANFLEET_GATEWAY_HOST": self.options.host,
+                "SCANFLEET_GATEWAY_PORT": str(self.gateway_port),
+                "SCANFLEET_POLL_INTERVAL": str(self.options.poll_interval),
+                "SCANFLEET_LOG_LEVEL": self.options.log_level,
+            }
+        )
+        for scanner, (access, secret) in self.secrets.items():
+            env[_env_name(scanner, "ACCESS_KEY")] = access
+            env[_env_name(scanner, "SECRET_KEY")] = secret
+        env.update(self.options.extra_env)
+        return env
+
+    # Files ------------------------------------------------------------------------------
+
+    def write_files(self) -> None:
+        """scanners.yaml names secrets by ${VAR}; only the emulator's own file holds them."""
+        pools: dict[str, dict[str, list[dict[str, object]]]] = {}
+        for scanner in self.options.fleet:
+            pools.setdefault(scanner.pool, {"scanners": []})["scanners"].append(
+                {
+                    "id": scanner.id,
+                    "url": self.emulator_url(scanner),
+                    "auth": {
+                        "access_key": "${" + _env_name(scanner, "ACCESS_KEY") + "}",
+                        "secret_key": "${" + _env_name(scanner, "SECRET_KEY") + "}",
+                    },
+                    "max_concurrent_scans": scanner.max_concurrent_scans,
+                    "labels": {"emulated": "true"},
+                }
+            )
+        default_pool = self.options.fleet[0].pool
+        self.scanners_file.write_text(
+            "# Written by `scanfleet up` for its emulated fleet.\n"
+            + yaml.safe_dump({"version": 1, "default_pool": default_pool, "pools": pools}, sort_keys=False)
+        )
+        fleet = [
+            {
+                "port": self.emulator_ports[s],
+                "config": {
+                    "name": f"{s.pool}/{s.id}",
+                    "access_key": self.secrets[s][0],
+                    "secret_key": self.secrets[s][1],
+                    "scan_duration": self.options.scan_duration,
+                    "ssh_accounts": self.options.ssh_accounts,
+                    "seed": i,
+                },
+            }
+            for i, s in enumerate(self.options.fleet)
+        ]
+        path = self.data_dir / "emulator-fleet.json"
+        path.write_text(json.dumps(fleet))
+        path.chmod(0o600)
+
+    # Processes --------------------------------------------------------------------------
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanfleet.cli", *args],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        self.nats.start()
+        self.write_files()
+        emulator = self._spawn("emulator", "emulator", "--fleet", str(self.data_dir / "emulator-fleet.json"))
+        for port in self.emulator_ports.values():
+            _wait_port(self.options.host, port, emulator, timeout)
+        provision = subprocess.run(
+            [sys.executable, "-m", "scanfleet.cli", "provision"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if provision.returncode != 0:
+            raise RuntimeError(f"scanfleet provision failed:\n{provision.stderr}")
+        for service in SERVICES:
+            self.start_service(service)
+        self.wait_ready(timeout)
+
+    def start_service(self, service: str) -> None:
+        self._spawn(service, service)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"{self.gateway_url}/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"gateway not ready after {timeout}s; logs in {self.logs}")
+
+    def check_alive(self) -> None:
+        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"processes exited: {dead}; logs in {self.logs}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash would; the process gets no chance to clean up."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_process(self, name: str, timeout: float = 15.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def stop(self) -> dict[str, int | None]:
+        codes = {name: self.stop_process(name) for name in [*SERVICES, "emulator"] if name in self.procs}
+        self.nats.stop()
+        return codes
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(out)

@@ -1,0 +1,249 @@
+"""NATS plumbing shared by every service: connect, provision, KV and object-store helpers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+
+from scanfleet.common import contract
+
+log = logging.getLogger("scanfleet.bus")
+
+
+async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> NATS:
+    """Connect with endless reconnects; connection events are logged, never raised."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected")
+
+    async def on_closed() -> None:
+        log.info("nats connection closed")
+
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        closed_cb=on_closed,
+    )
+
+
+# Provisioning -----------------------------------------------------------------------------
+
+
+def _differs(wanted: StreamConfig, current: StreamConfig) -> bool:
+    for key, value in wanted.as_dict().items():
+        if key == "name" or value is None:
+            continue
+        if current.as_dict().get(key) != value:
+            return True
+    return False
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to ``config``; safe to run at every start."""
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s", config.name)
+        return
+    if _differs(config, info.config):
+        merged = StreamConfig.from_response({**info.config.as_dict(), **_set_fields(config)})
+        await js.update_stream(merged)
+        log.info("updated stream %s", config.name)
+
+
+def _set_fields(config: StreamConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.as_dict().items() if v is not None}
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: contract.Bucket) -> KeyValue:
+    stream = f"KV_{bucket.name}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket.name,
+                description=bucket.description,
+                history=bucket.history,
+                ttl=bucket.ttl,
+                direct=bucket.direct,
+                storage=StorageType.FILE,
+                limit_marker_ttl=bucket.limit_marker_ttl,
+            )
+        )
+    wanted = {
+        "description": bucket.description,
+        "max_msgs_per_subject": bucket.history,
+        "max_age": bucket.ttl or 0.0,
+    }
+    current = info.config
+    if (current.description, current.max_msgs_per_subject, current.max_age or 0.0) != tuple(wanted.values()):
+        await js.update_stream(
+            StreamConfig.from_response(
+                {**current.as_dict(), **StreamConfig(**wanted).as_dict(), "name": stream}  # type: ignore[arg-type]
+            )
+        )
+        log.info("updated bucket %s", bucket.name)
+    return await js.key_value(bucket.name)
+
+
+async def ensure_object_store(js: JetStreamContext, store: contract.ObjectBucket) -> None:
+    try:
+        await js.stream_info(f"OBJ_{store.name}")
+    except NotFoundError:
+        await js.create_object_store(
+            store.name,
+            ObjectStoreConfig(description=store.description, ttl=store.ttl, storage=StorageType.FILE),
+        )
+
+
+async def provision(js: JetStreamContext, topology: contract.Topology) -> None:
+    """Create or update every stream, bucket, object store and consumer of the contract."""
+    for stream in contract.STREAMS:
+        await ensure_stream(js, stream)
+    for bucket in contract.BUCKETS:
+        await ensure_bucket(js, bucket)
+    for store in contract.OBJECT_STORES:
+        await ensure_object_store(js, store)
+    for stream_name, consumer in topology.consumers():
+        await js.add_consumer(stream_name, consumer)
+
+
+# KV ---------------------------------------------------------------------------------------
+
+
+async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """Get a key, treating deletes and nats-py 2.16's value-less TTL markers as absent."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None or entry.operation in ("DEL", "PURGE"):
+        return None
+    return entry
+
+
+async def kv_items(kv: KeyValue) -> dict[str, bytes]:
+    """Every live key with its current value."""
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    out: dict[str, bytes] = {}
+    for key in keys:
+        entry = await kv_get(kv, key)
+        if entry is not None and entry.value is not None:
+            out[key] = entry.value
+    return out
+
+
+async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
+    """``create`` that also succeeds over an expired key's leftover marker (nats-py 2.16 bug)."""
+    try:
+        return int(await kv.create(key, value))
+    except KeyWrongLastSequenceError:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            raise
+        if entry.value is not None and entry.operation not in ("DEL", "PURGE"):
+            raise
+        return int(await kv.update(key, value, last=entry.revision))
+
+
+# Object store -----------------------------------------------------------------------------
+
+CHUNK_SIZE = 128 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    name: str
+    size: int
+    sha256: str
+
+
+async def put_object_stream(js: JetStreamContext, bucket: str, name: str, chunks: AsyncIterator[bytes]) -> StoredObject:
+    """Write an object chunk by chunk (ADR-20 layout, readable by ``nats object get``).
+
+    nats-py's ``put`` takes only synchronous readers; exports arrive as an async HTTP stream
+    and must never be held whole in memory.
+    """
+    nuid = js._nc._nuid.next().decode()
+    chunk_subject = f"$O.{bucket}.C.{nuid}"
+    digest = hashlib.sha256()
+    buffer = bytearray()
+    size = count = 0
+
+    async def flush(data: bytes) -> None:
+        nonlocal count
+        await js.publish(chunk_subject, data)
+        count += 1
+
+    try:
+        async for piece in chunks:
+            digest.update(piece)
+            size += len(piece)
+            buffer.extend(piece)
+            while len(buffer) >= CHUNK_SIZE:
+                await flush(bytes(buffer[:CHUNK_SIZE]))
+                del buffer[:CHUNK_SIZE]
+        if buffer:
+            await flush(bytes(buffer))
+        raw = digest.digest()
+        meta = {
+            "name": name,
+            "bucket": bucket,
+            "nuid": nuid,
+            "size": size,
+            "chunks": count,
+            "mtime": datetime.now(UTC).isoformat(),
+            "digest": "SHA-256=" + base64.urlsafe_b64encode(raw).decode(),
+            "options": {"max_chunk_size": CHUNK_SIZE},
+        }
+        meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+        previous = await _previous_nuid(js, bucket, meta_subject)
+        await js.publish(meta_subject, json.dumps(meta).encode(), headers={"Nats-Rollup": "sub"})
+    except BaseException:
+        await js.purge_stream(f"OBJ_{bucket}", subject=chunk_subject)
+        raise
+    if previous and previous != nuid:
+        await js.purge_stream(f"OBJ_{bucket}", subject=f"$O.{bucket}.C.{previous}")
+    return StoredObject(name=name, size=size, sha256=raw.hex())
+
+
+async def _previous_nuid(js: JetStreamContext, bucket: str, meta_subject: str) -> str | None:
+    try:
+        msg = await js.get_last_msg(f"OBJ_{bucket}", meta_subject)
+    except NotFoundError:
+        return None
+    nuid = json.loads(msg.data or b"{}").get("nuid")
+    return str(nuid) if nuid else None

@@ -1,0 +1,215 @@
+"""Configuration: environment variables plus ``scanners.yaml``.
+
+A missing or invalid file is an error that names the file, the key and the problem; there
+is no silent fallback to fake scanners. ``${VAR}`` and ``${VAR:-default}`` are substituted
+anywhere inside any string value, before validation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from scanfleet.common.contract import NAME_RE, Topology, instance_key
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Environment ------------------------------------------------------------------------------
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    scanners_file: str | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    log_level: str = "INFO"
+    service_host: str = "127.0.0.1"
+    service_port: int | None = None
+    poll_interval: float = 10.0
+    export_timeout: float = 600.0
+    agent_instances: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        raw: dict[str, Any] = {}
+        for field in cls.__struct_fields__:
+            value = env.get(f"SCANFLEET_{field.upper()}")
+            if value is not None and value != "":
+                raw[field] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"environment: {_describe(exc, prefix='SCANFLEET_')}") from None
+
+    def require_scanners_file(self) -> Path:
+        if not self.scanners_file:
+            raise ConfigError("environment: SCANFLEET_SCANNERS_FILE is not set (path to scanners.yaml)")
+        return Path(self.scanners_file)
+
+
+# scanners.yaml ----------------------------------------------------------------------------
+
+
+class ScannerAuth(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    access_key: str | None = None
+    secret_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class ScannerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    id: str
+    url: str
+    auth: ScannerAuth
+    max_concurrent_scans: int = 2
+    enabled: bool = True
+    tls_verify: bool = True
+    ca_bundle: str | None = None
+    labels: dict[str, str] = {}
+
+
+class PoolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    scanners: list[ScannerConfig]
+    description: str = ""
+
+
+class FleetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    version: int = 1
+    default_pool: str | None = None
+    pools: dict[str, PoolConfig]
+
+    def instances(self) -> list[tuple[str, ScannerConfig]]:
+        return [(pool, s) for pool, cfg in self.pools.items() for s in cfg.scanners]
+
+    def find(self, pool: str, instance: str) -> ScannerConfig:
+        for scanner in self.pools[pool].scanners:
+            if scanner.id == instance:
+                return scanner
+        raise KeyError(instance_key(pool, instance))
+
+    @property
+    def pool_names(self) -> list[str]:
+        return sorted(self.pools)
+
+    def topology(self) -> Topology:
+        return Topology({pool: [s.id for s in cfg.scanners] for pool, cfg in self.pools.items()})
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def substitute(value: Any, env: Mapping[str, str], path: str = "$") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string inside ``value``."""
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = env.get(name)
+            if found is not None and found != "":
+                return found
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set and has no default")
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: substitute(v, env, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    text = str(exc)
+    message, _, where = text.partition(" - at `")
+    where = where.rstrip("`").removeprefix("$.").removeprefix("$")
+    if prefix and where:
+        where = prefix + where.upper()
+    return f"{where or '<top level>'}: {message}"
+
+
+def parse_fleet(data: Any, *, source: str, env: Mapping[str, str] | None = None) -> FleetConfig:
+    env = os.environ if env is None else env
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with a 'pools' key")
+    try:
+        data = substitute(data, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).removeprefix('$.')}") from None
+    try:
+        fleet = msgspec.convert(data, FleetConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    _check(fleet, source)
+    return fleet
+
+
+def _check(fleet: FleetConfig, source: str) -> None:
+    def fail(where: str, problem: str) -> None:
+        raise ConfigError(f"{source}: {where}: {problem}")
+
+    if fleet.version != 1:
+        fail("version", f"unsupported version {fleet.version} (expected 1)")
+    if not fleet.pools:
+        fail("pools", "no pools are defined")
+    for pool, pool_cfg in fleet.pools.items():
+        where = f"pools.{pool}"
+        if not NAME_RE.match(pool):
+            fail(where, "pool names may use only letters, digits, '_' and '-' (at most 64)")
+        if not pool_cfg.scanners:
+            fail(f"{where}.scanners", "a pool needs at least one scanner")
+        seen: set[str] = set()
+        for i, scanner in enumerate(pool_cfg.scanners):
+            at = f"{where}.scanners[{i}]"
+            if not NAME_RE.match(scanner.id):
+                fail(f"{at}.id", "scanner ids may use only letters, digits, '_' and '-' (at most 64)")
+            if scanner.id in seen:
+                fail(f"{at}.id", f"duplicate scanner id {scanner.id!r} in pool {pool!r}")
+            seen.add(scanner.id)
+            if not scanner.url.startswith(("https://", "http://")):
+                fail(f"{at}.url", f"must be an http(s) URL, got {scanner.url!r}")
+            if scanner.max_concurrent_scans < 1:
+                fail(f"{at}.max_concurrent_scans", f"must be at least 1, got {scanner.max_concurrent_scans}")
+            auth = scanner.auth
+            keys = auth.access_key is not None or auth.secret_key is not None
+            login = auth.username is not None or auth.password is not None
+            if keys == login:
+                fail(f"{at}.auth", "give either access_key and secret_key, or username and password")
+            if keys and not (auth.access_key and auth.secret_key):
+                fail(f"{at}.auth", "access_key and secret_key must both be set")
+            if login and not (auth.username and auth.password):
+                fail(f"{at}.auth", "username and password must both be set")
+            if scanner.ca_bundle is not None and not scanner.tls_verify:
+                fail(f"{at}.ca_bundle", "a CA bundle makes no sense with tls_verify: false")
+    if fleet.default_pool is not None and fleet.default_pool not in fleet.pools:
+        fail("default_pool", f"{fleet.default_pool!r} is not one of the pools {sorted(fleet.pools)}")
+
+
+def load_fleet(path: str | Path, env: Mapping[str, str] | None = None) -> FleetConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    return parse_fleet(data, source=str(path), env=env)

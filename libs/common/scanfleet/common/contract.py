@@ -1,0 +1,295 @@
+"""The whole data flow of scanfleet in one place: subjects, streams, consumers, buckets.
+
+    gateway ──scan.request.<pool>.<task>──▶ SCAN_REQUESTS (work queue)
+                                              │ consumer dispatch-<pool>
+    dispatcher ◀──────────────────────────────┘
+        │ reserves a slot in KV scan_capacity, task queued→dispatched in KV scan_tasks
+        └──scan.assign.<pool>.<instance>.<task>──▶ SCAN_ASSIGNMENTS (work queue)
+                                              │ consumer agent-<pool>-<instance>
+    scanner-agent ◀───────────────────────────┘
+        │ drives Nessus, streams the export into object store scan_exports
+        └──scan.event.<task>.exported──▶ SCAN_EVENTS (limits: audit and replay)
+                                              │ consumer validator (filter *.exported)
+    validator ◀───────────────────────────────┘
+        │ task validating→completed|failed, releases the slot
+    every service ──scan.event.<task>.<state>──▶ SCAN_EVENTS
+    every service ──scan.dlq.<stage>.<task>──▶ SCAN_DLQ ──consumer janitor──▶ janitor
+    server advisories (max deliveries, terminated) ──▶ SCAN_ADVISORIES ──▶ janitor
+
+Names of pools and scanner instances are restricted to ``[A-Za-z0-9_-]`` so they are
+valid both as subject tokens and inside consumer names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DAY = 24 * 3600.0
+
+# Streams ----------------------------------------------------------------------------------
+
+REQUESTS_STREAM = "SCAN_REQUESTS"
+ASSIGNMENTS_STREAM = "SCAN_ASSIGNMENTS"
+EVENTS_STREAM = "SCAN_EVENTS"
+DLQ_STREAM = "SCAN_DLQ"
+ADVISORIES_STREAM = "SCAN_ADVISORIES"
+
+# Subjects ---------------------------------------------------------------------------------
+
+
+def request_subject(pool: str, task_id: str) -> str:
+    return f"scan.request.{pool}.{task_id}"
+
+
+def pool_request_filter(pool: str) -> str:
+    return f"scan.request.{pool}.>"
+
+
+def assignment_subject(pool: str, instance: str, task_id: str) -> str:
+    return f"scan.assign.{pool}.{instance}.{task_id}"
+
+
+def instance_assignment_filter(pool: str, instance: str) -> str:
+    return f"scan.assign.{pool}.{instance}.>"
+
+
+def event_subject(task_id: str, kind: str) -> str:
+    """Lifecycle event of one task; ``kind`` is a task state, ``exported`` or ``progress``."""
+    return f"scan.event.{task_id}.{kind}"
+
+
+def task_events_filter(task_id: str) -> str:
+    return f"scan.event.{task_id}.>"
+
+
+EXPORTED_FILTER = "scan.event.*.exported"
+
+
+def dlq_subject(stage: str, task_id: str) -> str:
+    return f"scan.dlq.{stage}.{task_id}"
+
+
+ADVISORY_SUBJECTS = [
+    f"$JS.EVENT.ADVISORY.CONSUMER.{kind}.{stream}.*"
+    for kind in ("MAX_DELIVERIES", "MSG_TERMINATED")
+    for stream in (REQUESTS_STREAM, ASSIGNMENTS_STREAM, EVENTS_STREAM)
+]
+
+STREAMS: list[StreamConfig] = [
+    StreamConfig(
+        name=REQUESTS_STREAM,
+        description="Scan requests waiting for a scanner, one subject per task",
+        subjects=["scan.request.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=30 * DAY,
+        duplicate_window=600.0,
+    ),
+    StreamConfig(
+        name=ASSIGNMENTS_STREAM,
+        description="Tasks assigned to one scanner instance, held by its agent until exported",
+        subjects=["scan.assign.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=30 * DAY,
+        duplicate_window=600.0,
+    ),
+    StreamConfig(
+        name=EVENTS_STREAM,
+        description="Lifecycle events of every task, kept for audit and replay",
+        subjects=["scan.event.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        duplicate_window=600.0,
+    ),
+    StreamConfig(
+        name=DLQ_STREAM,
+        description="Dead letters: everything that failed permanently, credentials removed",
+        subjects=["scan.dlq.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        duplicate_window=600.0,
+    ),
+    StreamConfig(
+        name=ADVISORIES_STREAM,
+        description="JetStream max-deliveries and terminated advisories for the work streams",
+        subjects=ADVISORY_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=14 * DAY,
+        duplicate_window=120.0,
+    ),
+]
+
+# Consumers --------------------------------------------------------------------------------
+
+DISPATCH_ACK_WAIT = 60.0
+AGENT_ACK_WAIT = 60.0
+VALIDATOR_ACK_WAIT = 120.0
+
+
+def dispatch_consumer_name(pool: str) -> str:
+    return f"dispatch-{pool}"
+
+
+def agent_consumer_name(pool: str, instance: str) -> str:
+    return f"agent-{pool}-{instance}"
+
+
+VALIDATOR_CONSUMER = "validator"
+JANITOR_DLQ_CONSUMER = "janitor-dlq"
+JANITOR_ADVISORIES_CONSUMER = "janitor-advisories"
+
+
+def dispatch_consumer(pool: str) -> ConsumerConfig:
+    """Held by the dispatcher while the request waits; in-progress acks keep it alive."""
+    return ConsumerConfig(
+        durable_name=dispatch_consumer_name(pool),
+        filter_subject=pool_request_filter(pool),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=DISPATCH_ACK_WAIT,
+        max_deliver=20,
+        max_ack_pending=10_000,
+    )
+
+
+def agent_consumer(pool: str, instance: str) -> ConsumerConfig:
+    """An assignment stays unacked for the whole scan so a crashed agent's work is redelivered."""
+    return ConsumerConfig(
+        durable_name=agent_consumer_name(pool, instance),
+        filter_subject=instance_assignment_filter(pool, instance),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=AGENT_ACK_WAIT,
+        max_deliver=10,
+        max_ack_pending=1_000,
+    )
+
+
+VALIDATOR = ConsumerConfig(
+    durable_name=VALIDATOR_CONSUMER,
+    filter_subject=EXPORTED_FILTER,
+    ack_policy=AckPolicy.EXPLICIT,
+    deliver_policy=DeliverPolicy.ALL,
+    ack_wait=VALIDATOR_ACK_WAIT,
+    max_deliver=5,
+    max_ack_pending=64,
+)
+
+JANITOR_DLQ = ConsumerConfig(
+    durable_name=JANITOR_DLQ_CONSUMER,
+    ack_policy=AckPolicy.EXPLICIT,
+    deliver_policy=DeliverPolicy.ALL,
+    ack_wait=60.0,
+    max_deliver=5,
+)
+
+JANITOR_ADVISORIES = ConsumerConfig(
+    durable_name=JANITOR_ADVISORIES_CONSUMER,
+    ack_policy=AckPolicy.EXPLICIT,
+    deliver_policy=DeliverPolicy.ALL,
+    ack_wait=60.0,
+    max_deliver=5,
+)
+
+STATIC_CONSUMERS: list[tuple[str, ConsumerConfig]] = [
+    (EVENTS_STREAM, VALIDATOR),
+    (DLQ_STREAM, JANITOR_DLQ),
+    (ADVISORIES_STREAM, JANITOR_ADVISORIES),
+]
+
+# Key-value buckets and object stores ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    description: str
+    history: int = 1
+    ttl: float | None = None
+    direct: bool = True
+    limit_marker_ttl: float | None = None
+
+
+TASKS_BUCKET = "scan_tasks"
+REGISTRY_BUCKET = "scan_registry"
+CAPACITY_BUCKET = "scan_capacity"
+AGENTS_BUCKET = "scan_agents"
+IDEMPOTENCY_BUCKET = "scan_idempotency"
+
+AGENT_HEARTBEAT_INTERVAL = 5.0
+AGENT_LEASE_TTL = 15.0
+IDEMPOTENCY_TTL = 2 * DAY
+
+BUCKETS: list[Bucket] = [
+    Bucket(TASKS_BUCKET, "Task records, key <task_id>; every write is a compare-and-set", history=5),
+    Bucket(REGISTRY_BUCKET, "Scanner registry from scanners.yaml, key <pool>.<instance>, no secrets"),
+    Bucket(CAPACITY_BUCKET, "Slots per scanner instance, key <pool>.<instance>: the tasks holding one"),
+    Bucket(
+        AGENTS_BUCKET,
+        "Agent leases, key <pool>.<instance>; a key vanishes when its agent stops heartbeating",
+        ttl=AGENT_LEASE_TTL,
+        limit_marker_ttl=AGENT_LEASE_TTL,
+    ),
+    Bucket(IDEMPOTENCY_BUCKET, "Idempotency keys of submissions, key sha256(key)", ttl=IDEMPOTENCY_TTL),
+]
+
+
+def instance_key(pool: str, instance: str) -> str:
+    return f"{pool}.{instance}"
+
+
+@dataclass(frozen=True)
+class ObjectBucket:
+    name: str
+    description: str
+    ttl: float | None = None
+
+
+EXPORTS_OBJECTS = "scan_exports"
+
+OBJECT_STORES: list[ObjectBucket] = [
+    ObjectBucket(EXPORTS_OBJECTS, "Raw .nessus exports, object <task_id>.nessus"),
+]
+
+
+def export_object_name(task_id: str) -> str:
+    return f"{task_id}.nessus"
+
+
+# Message headers --------------------------------------------------------------------------
+
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_TASK_ID = "Scanfleet-Task-Id"
+HDR_SCHEMA = "Scanfleet-Schema"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything provisioning creates for a given set of pools and instances."""
+
+    pools: dict[str, list[str]] = field(default_factory=dict)
+
+    def consumers(self) -> list[tuple[str, ConsumerConfig]]:
+        out = list(STATIC_CONSUMERS)
+        for pool, instances in sorted(self.pools.items()):
+            out.append((REQUESTS_STREAM, dispatch_consumer(pool)))
+            out.extend((ASSIGNMENTS_STREAM, agent_consumer(pool, i)) for i in sorted(instances))
+        return out

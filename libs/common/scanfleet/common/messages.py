@@ -1,0 +1,201 @@
+"""Message types that travel over NATS, encoded as JSON with msgspec.
+
+Every message carries ``v`` (its schema version). Decoders ignore unknown fields, so a
+producer may add an optional field without breaking older consumers; a breaking change
+bumps ``v`` and consumers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+import msgspec
+
+ScanType = Literal["untrusted", "authenticated", "authenticated_privileged"]
+SCAN_TYPES: tuple[ScanType, ...] = ("untrusted", "authenticated", "authenticated_privileged")
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITY_NAMES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+AuthVerdict = Literal["success", "failed", "partial", "not_attempted", "not_evaluable"]
+ScanAuth = Literal["not_applicable", "success", "partial", "failed"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(msgspec.Struct, kw_only=True, omit_defaults=False):
+    v: int = 1
+
+
+class SealedCredentials(msgspec.Struct, kw_only=True):
+    """Target credentials encrypted by the gateway for the agents only (AES-GCM)."""
+
+    key_id: str
+    nonce: str
+    ciphertext: str
+
+
+class ScanRequest(Message, kw_only=True):
+    task_id: str
+    trace_id: str
+    pool: str
+    scanner_instance: str | None = None
+    scan_type: ScanType = "untrusted"
+    targets: list[str]
+    name: str
+    description: str = ""
+    credential_ref: str | None = None
+    credentials: SealedCredentials | None = None
+    submitted_at: datetime
+
+
+class Assignment(Message, kw_only=True):
+    task_id: str
+    trace_id: str
+    pool: str
+    instance: str
+    request: ScanRequest
+    assigned_at: datetime
+
+
+class ExportEvent(Message, kw_only=True):
+    task_id: str
+    trace_id: str
+    pool: str
+    instance: str
+    scan_type: ScanType
+    expected_hosts: int
+    object_name: str
+    size: int
+    sha256: str
+    nessus_scan_id: int
+    exported_at: datetime
+
+
+class SeverityCounts(msgspec.Struct, kw_only=True):
+    critical: int = 0
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    info: int = 0
+
+    @property
+    def vulnerabilities(self) -> int:
+        """Findings that are not informational."""
+        return self.critical + self.high + self.medium + self.low
+
+
+class HostResult(msgspec.Struct, kw_only=True):
+    name: str
+    ip: str | None = None
+    fqdn: str | None = None
+    os: str | None = None
+    severity_counts: SeverityCounts
+    auth: AuthVerdict
+    auth_evidence: list[str] = []
+    credentialed_checks: str | None = None
+
+
+class ResultsSummary(msgspec.Struct, kw_only=True):
+    report_name: str | None = None
+    hosts_scanned: int
+    total_items: int
+    total_vulnerabilities: int
+    severity_counts: SeverityCounts
+    auth_status: ScanAuth
+    auth_counts: dict[str, int] = {}
+    export_size: int = 0
+    hosts: list[HostResult] = []
+
+
+class ValidationResult(Message, kw_only=True):
+    task_id: str
+    trace_id: str
+    ok: bool
+    reason: str | None = None
+    message: str | None = None
+    summary: ResultsSummary | None = None
+    warnings: list[str] = []
+    validated_at: datetime
+
+
+class TaskEvent(Message, kw_only=True):
+    """One lifecycle step of a task, as published to ``scan.event.<task>.<kind>``."""
+
+    task_id: str
+    trace_id: str
+    kind: str
+    state: str
+    at: datetime
+    service: str
+    detail: str | None = None
+    instance: str | None = None
+
+
+class DeadLetter(Message, kw_only=True):
+    task_id: str | None
+    trace_id: str | None = None
+    stage: str
+    reason: str
+    error: str
+    attempts: int = 1
+    failed_at: datetime
+    original_subject: str | None = None
+    original: bytes | None = None
+
+
+class Heartbeat(Message, kw_only=True):
+    """An agent's lease on one scanner instance, with what its last probe found."""
+
+    pool: str
+    instance: str
+    agent_id: str
+    at: datetime
+    reachable: bool
+    authenticated: bool
+    scan_api: bool
+    version: str | None = None
+    error: str | None = None
+
+
+M = TypeVar("M", bound=msgspec.Struct)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+class UnknownSchemaVersion(ValueError):
+    pass
+
+
+def decode(data: bytes, kind: type[M]) -> M:
+    """Decode and check the schema version; raises ``msgspec.ValidationError`` on bad input."""
+    message = msgspec.json.decode(data, type=kind)
+    version = getattr(message, "v", 1)
+    if version != 1:
+        raise UnknownSchemaVersion(f"{kind.__name__} schema v{version} is not supported (expected v1)")
+    return message
+
+
+SECRET_FIELDS = frozenset({"credentials", "password", "escalation_password", "private_key", "passphrase"})
+
+
+def scrub_credentials(original: bytes) -> bytes:
+    """The message with every secret-bearing field removed; non-JSON input is dropped whole."""
+    try:
+        data = msgspec.json.decode(original)
+    except msgspec.DecodeError:
+        return b'"<unparseable message withheld>"'
+
+    def clean(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k not in SECRET_FIELDS}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return msgspec.json.encode(clean(data))

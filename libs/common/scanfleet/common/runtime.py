@@ -1,0 +1,128 @@
+"""What every service process shares: its NATS handles, signal handling and a clean drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from scanfleet.common import contract
+from scanfleet.common.bus import connect, ensure_bucket, provision
+from scanfleet.common.config import Settings
+from scanfleet.common.logs import setup_logging
+from scanfleet.common.messages import DeadLetter, TaskEvent, encode, scrub_credentials, utcnow
+from scanfleet.common.tasks import TaskRecord, TaskStore
+from scanfleet.common.telemetry import inject_headers, setup_tracing
+
+log = logging.getLogger("scanfleet.runtime")
+
+
+@dataclass
+class Runtime:
+    service: str
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    tasks: TaskStore
+    registry: KeyValue
+    capacity: KeyValue
+    agents: KeyValue
+    idempotency: KeyValue
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish_event(self, record: TaskRecord, kind: str, detail: str | None = None) -> None:
+        """Append a lifecycle event; the message id makes a retried publish a no-op."""
+        event = TaskEvent(
+            task_id=record.task_id,
+            trace_id=record.trace_id,
+            kind=kind,
+            state=str(record.state),
+            at=utcnow(),
+            service=self.service,
+            detail=detail,
+            instance=record.instance,
+        )
+        headers = inject_headers({contract.HDR_MSG_ID: f"{record.task_id}:{kind}:{record.updated_at.timestamp()}"})
+        await self.js.publish(contract.event_subject(record.task_id, kind), encode(event), headers=headers)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        """Publish a dead letter; any credentials in the original message are removed first."""
+        if letter.original is not None:
+            letter.original = scrub_credentials(letter.original)
+        subject = contract.dlq_subject(letter.stage, letter.task_id or "unknown")
+        await self.js.publish(subject, encode(letter), headers=inject_headers())
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+
+async def open_runtime(service: str, settings: Settings, *, topology: contract.Topology | None = None) -> Runtime:
+    """Connect, make sure the contract exists (idempotent), and open the buckets."""
+    nc = await connect(settings.nats_url, name=f"scanfleet-{service}")
+    js = nc.jetstream()
+    await provision(js, topology or contract.Topology())
+    buckets = {b.name: await ensure_bucket(js, b) for b in contract.BUCKETS}
+    return Runtime(
+        service=service,
+        settings=settings,
+        nc=nc,
+        js=js,
+        tasks=TaskStore(buckets[contract.TASKS_BUCKET]),
+        registry=buckets[contract.REGISTRY_BUCKET],
+        capacity=buckets[contract.CAPACITY_BUCKET],
+        agents=buckets[contract.AGENTS_BUCKET],
+        idempotency=buckets[contract.IDEMPOTENCY_BUCKET],
+    )
+
+
+@contextlib.asynccontextmanager
+async def service_runtime(
+    service: str, settings: Settings, *, topology: contract.Topology | None = None
+) -> AsyncIterator[Runtime]:
+    rt = await open_runtime(service, settings, topology=topology)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, rt.stopping.set)
+    try:
+        yield rt
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rt.nc.drain(), timeout=10)
+        log.info("%s stopped", service)
+
+
+def run(service: str, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> int:
+    """Entry point of a service process: logging, tracing, settings, then ``main``."""
+    settings = Settings.from_env()
+    setup_logging(service, settings.log_level)
+    setup_tracing(service)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(settings))
+    return 0
+
+
+async def wait_stopping(rt: Runtime, *tasks: asyncio.Task[None]) -> None:
+    """Run until SIGTERM or a worker task dies; then cancel the rest."""
+    stop = asyncio.create_task(rt.stopping.wait())
+    done, _ = await asyncio.wait({stop, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (stop, *tasks):
+        t.cancel()
+    for t in done:
+        if t is not stop and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def dumps(obj: object) -> str:
+    return msgspec.json.encode(obj).decode()

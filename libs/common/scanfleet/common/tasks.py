@@ -1,0 +1,171 @@
+"""The task record, its state machine, and compare-and-set writes to KV ``scan_tasks``.
+
+A transition reads the record, checks the move is legal from the state it *read*, and
+writes with the revision it read. If another writer got there first the write fails, the
+record is read again and the move re-checked, so two writers can never both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from scanfleet.common.bus import kv_get
+from scanfleet.common.messages import ResultsSummary, ScanType, utcnow
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    EXPORTING = "exporting"
+    VALIDATING = "validating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMEOUT})
+
+_S = TaskState
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _S.QUEUED: frozenset({_S.DISPATCHED, _S.FAILED, _S.CANCELLED}),
+    _S.DISPATCHED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    _S.RUNNING: frozenset({_S.EXPORTING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    _S.EXPORTING: frozenset({_S.VALIDATING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    _S.VALIDATING: frozenset({_S.COMPLETED, _S.FAILED}),
+    _S.COMPLETED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.TIMEOUT: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, task_id: str, current: TaskState, target: TaskState) -> None:
+        super().__init__(f"task {task_id}: {current} -> {target} is not allowed")
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class ExportRef(msgspec.Struct, kw_only=True):
+    object_name: str
+    size: int
+    sha256: str
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    v: int = 1
+    task_id: str
+    trace_id: str
+    state: TaskState = TaskState.QUEUED
+    scan_type: ScanType = "untrusted"
+    pool: str
+    requested_instance: str | None = None
+    instance: str | None = None
+    targets: list[str]
+    name: str
+    description: str = ""
+    idempotency_key_hash: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    nessus_scan_id: int | None = None
+    nessus_scan_name: str | None = None
+    progress: int = 0
+    error: str | None = None
+    error_reason: str | None = None
+    export: ExportRef | None = None
+    results: ResultsSummary | None = None
+    warnings: list[str] = []
+    troubleshooting: dict[str, Any] = {}
+    dispatch_attempts: int = 0
+
+
+def check_transition(record: TaskRecord, target: TaskState) -> None:
+    if target not in TRANSITIONS[record.state]:
+        raise IllegalTransition(record.task_id, record.state, target)
+
+
+def _stamp(record: TaskRecord, target: TaskState, now: datetime) -> None:
+    record.state = target
+    record.updated_at = now
+    if target is TaskState.DISPATCHED:
+        record.dispatched_at = now
+    elif target is TaskState.RUNNING and record.started_at is None:
+        record.started_at = now
+    elif target.terminal:
+        record.finished_at = now
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(TaskRecord)
+
+Mutation = Callable[[TaskRecord], None]
+
+
+class TaskStore:
+    """Task records in KV; every write is conditional on the revision that was read."""
+
+    def __init__(self, kv: KeyValue, *, max_conflicts: int = 50) -> None:
+        self.kv = kv
+        self.max_conflicts = max_conflicts
+
+    async def create(self, record: TaskRecord) -> int:
+        return int(await self.kv.create(record.task_id, _encoder.encode(record)))
+
+    async def read(self, task_id: str) -> tuple[TaskRecord, int]:
+        entry = await kv_get(self.kv, task_id)
+        if entry is None or entry.value is None:
+            raise TaskNotFound(task_id)
+        return _decoder.decode(entry.value), int(entry.revision or 0)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        try:
+            return (await self.read(task_id))[0]
+        except TaskNotFound:
+            return None
+
+    async def transition(self, task_id: str, target: TaskState, mutate: Mutation | None = None) -> TaskRecord:
+        """Move the task to ``target``; raises IllegalTransition if the current state forbids it."""
+
+        def apply(record: TaskRecord) -> None:
+            check_transition(record, target)
+            if mutate is not None:
+                mutate(record)
+            _stamp(record, target, utcnow())
+
+        return await self.update(task_id, apply)
+
+    async def update(self, task_id: str, mutate: Mutation) -> TaskRecord:
+        """Read-modify-write with CAS, retried on conflict; ``mutate`` may raise to abort."""
+        for _ in range(self.max_conflicts):
+            record, revision = await self.read(task_id)
+            state_before = record.state
+            mutate(record)
+            if record.state == state_before:
+                record.updated_at = utcnow()
+            try:
+                await self.kv.update(task_id, _encoder.encode(record), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return record
+        raise RuntimeError(f"task {task_id}: gave up after {self.max_conflicts} write conflicts")
