@@ -1,0 +1,361 @@
+"""Scanner state whose scan status is a pure function of the clock.
+
+Nothing runs in the background: every request recomputes where each scan is from its timestamps, which keeps
+the emulator deterministic under a fake clock and cheap with hundreds of scans.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scanfleet.emulator.config import EmulatorConfig
+from scanfleet.emulator.report import ReportContext, ReportModel, build_report, host_rng
+from scanfleet.emulator.targets import TargetSpec
+
+ACTIVE = frozenset({"pending", "running"})
+BUSY = frozenset({"pending", "running", "paused", "stopping"})
+MY_SCANS, TRASH = 3, 2
+ADVANCED_UUID = "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"
+BASIC_UUID = "731a8e52-3ea6-a291-ec0a-d2ff0619c19d7bd788d6be818b65"
+TEMPLATES: tuple[tuple[str, str, str, str], ...] = (
+    (ADVANCED_UUID, "advanced", "Advanced Scan", "Configure a scan without using any recommendations."),
+    (BASIC_UUID, "basic", "Basic Network Scan", "A full system scan suitable for any host."),
+    (
+        "bbd4f805-3966-d464-b2d1-0079eb89d69708c3a05ec2812bcf",
+        "discovery",
+        "Host Discovery",
+        "A simple scan to discover live hosts and open ports.",
+    ),
+    (
+        "0625147c-30fe-d79f-e54f-ce7ccd7523e9b63d84cb81c23c2f",
+        "patch_audit",
+        "Credentialed Patch Audit",
+        "Authenticate to hosts and enumerate missing updates.",
+    ),
+    (
+        "c3cbcd46-329f-a9ed-1077-554f8c2af33d0d44f09d736969bf",
+        "webapp",
+        "Web Application Tests",
+        "Scan for published and unknown web vulnerabilities using Nessus Scanner.",
+    ),
+    (
+        "d16c51fa-597f-67a8-9add-74d5ab066b49a918400c42a035f7",
+        "malware",
+        "Malware Scan",
+        "Scan for malware on Windows and Unix systems.",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SshCredential:
+    username: str
+    password: str | None
+    auth_method: str
+
+
+@dataclass
+class Run:
+    """One launch of a scan (a Nessus history entry); active time stops accumulating while paused."""
+
+    history_id: int
+    uuid: str
+    launched_at: float
+    resumed_at: float | None
+    accumulated: float = 0.0
+    paused: bool = False
+    stop_at: float | None = None
+    aborted_at: float | None = None
+    segments: list[tuple[float, float]] = field(default_factory=list)
+    model: ReportModel | None = None
+
+
+@dataclass
+class Scan:
+    id: int
+    uuid: str
+    name: str
+    description: str
+    text_targets: str
+    targets: list[TargetSpec]
+    alive: list[str]
+    template_uuid: str
+    policy_name: str
+    folder_id: int
+    owner: str
+    created: int
+    modified: int
+    credentials: list[SshCredential]
+    enabled: bool = False
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def run(self) -> Run | None:
+        return self.runs[-1] if self.runs else None
+
+
+@dataclass
+class ExportJob:
+    file_id: int
+    token: str
+    scan_id: int
+    ready_at: float
+    model: ReportModel
+    error: bool = False
+
+
+class ConflictError(Exception):
+    """The scan is not in a state that allows the requested transition."""
+
+
+class EmulatorState:
+    """All mutable state of one emulated scanner."""
+
+    def __init__(self, config: EmulatorConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.clock = clock
+        self.scan_api = config.scan_api
+        self.export_error = False
+        self.fail_requests: list[tuple[int, float | None]] = []
+        self.sessions: dict[str, str] = {}
+        self.scans: dict[int, Scan] = {}
+        self.exports: dict[int, ExportJob] = {}
+        self.tokens: dict[str, ExportJob] = {}
+        self.scans_created = 0
+        self.launches = 0
+        self._next_scan = 5
+        self._next_file = 1000
+
+    @property
+    def total_active(self) -> float:
+        return self.config.pending_duration + self.config.scan_duration
+
+    def login(self, username: str) -> str:
+        token = secrets.token_hex(24)
+        self.sessions[token] = username
+        return token
+
+    def create_scan(
+        self,
+        *,
+        name: str,
+        description: str,
+        text_targets: str,
+        targets: list[TargetSpec],
+        template_uuid: str,
+        policy_name: str,
+        folder_id: int,
+        owner: str,
+        credentials: list[SshCredential],
+        enabled: bool,
+    ) -> Scan:
+        now = int(self.clock())
+        scan = Scan(
+            self._next_scan,
+            f"template-{uuid.uuid4()}",
+            name,
+            description,
+            text_targets,
+            targets,
+            self._alive(targets),
+            template_uuid,
+            policy_name,
+            folder_id,
+            owner,
+            now,
+            now,
+            credentials,
+            enabled,
+        )
+        self.scans[scan.id] = scan
+        self._next_scan += 1
+        self.scans_created += 1
+        return scan
+
+    def _alive(self, targets: list[TargetSpec]) -> list[str]:
+        """Single targets are always up; in ranges about 60% answer, and at least one does."""
+        alive: list[str] = []
+        for spec in targets:
+            addresses = list(spec.addresses())
+            if spec.single:
+                alive += addresses
+                continue
+            chosen = [a for a in addresses if host_rng(self.config.seed, a).random() < 0.6]
+            alive += chosen or addresses[:1]
+        return list(dict.fromkeys(alive))
+
+    def elapsed(self, run: Run, now: float) -> float:
+        active = run.accumulated + (now - run.resumed_at if run.resumed_at is not None else 0.0)
+        return min(active, self.total_active)
+
+    def status(self, scan: Scan, now: float) -> str:
+        run = scan.run
+        if run is None:
+            return "empty"
+        if run.aborted_at is not None:
+            return "aborted"
+        if run.stop_at is not None:
+            return "stopping" if now < run.stop_at + self.config.stopping_duration else "canceled"
+        if run.paused:
+            return "paused"
+        elapsed = self.elapsed(run, now)
+        if elapsed < self.config.pending_duration:
+            return "pending"
+        return "running" if elapsed < self.total_active else "completed"
+
+    @staticmethod
+    def finished_status(run: Run) -> str:
+        """Status of a superseded run: a new launch is only possible once the previous one ended."""
+        if run.aborted_at is not None:
+            return "aborted"
+        return "canceled" if run.stop_at is not None else "completed"
+
+    def end_time(self, scan: Scan, now: float) -> float | None:
+        run = scan.run
+        status = self.status(scan, now)
+        if run is None or status not in {"completed", "canceled", "aborted"}:
+            return None
+        if run.aborted_at is not None:
+            return run.aborted_at
+        if run.stop_at is not None:
+            return run.stop_at + self.config.stopping_duration
+        assert run.resumed_at is not None
+        return run.resumed_at + self.total_active - run.accumulated
+
+    def scan_fraction(self, run: Run, now: float) -> float:
+        done = self.elapsed(run, now) - self.config.pending_duration
+        return max(0.0, min(1.0, done / self.config.scan_duration if self.config.scan_duration > 0 else 1.0))
+
+    def host_progress(self, scan: Scan, now: float) -> list[int]:
+        """Percent done per alive host; earlier hosts run ahead so progress looks staggered."""
+        run = scan.run
+        if run is None:
+            return [0] * len(scan.alive)
+        fraction = self.scan_fraction(run, now)
+        count = len(scan.alive)
+        progress = []
+        for index in range(count):
+            boost = 1.0 + 0.5 * (count - 1 - index) / max(count - 1, 1)
+            progress.append(100 if fraction >= 1.0 else min(99, int(fraction * boost * 100)))
+        return progress
+
+    def launch(self, scan: Scan, now: float) -> Run:
+        if self.status(scan, now) in BUSY:
+            raise ConflictError("Scan is already running")
+        run = Run(len(scan.runs) + 1, str(uuid.uuid4()), now, now)
+        scan.runs.append(run)
+        scan.modified = int(now)
+        self.launches += 1
+        return run
+
+    def _freeze(self, run: Run, now: float) -> None:
+        if run.resumed_at is not None:
+            run.segments.append((run.resumed_at, min(now, run.resumed_at + self.total_active - run.accumulated)))
+            run.accumulated = self.elapsed(run, now)
+            run.resumed_at = None
+
+    def pause(self, scan: Scan, now: float) -> None:
+        if self.status(scan, now) not in ACTIVE or scan.run is None:
+            raise ConflictError("Scan is not running")
+        self._freeze(scan.run, now)
+        scan.run.paused = True
+
+    def resume(self, scan: Scan, now: float) -> None:
+        if self.status(scan, now) != "paused" or scan.run is None:
+            raise ConflictError("Scan is not paused")
+        scan.run.paused = False
+        scan.run.resumed_at = now
+
+    def stop(self, scan: Scan, now: float) -> None:
+        if self.status(scan, now) not in ACTIVE | {"paused"} or scan.run is None:
+            raise ConflictError("Scan is not running")
+        self._freeze(scan.run, now)
+        scan.run.paused = False
+        scan.run.stop_at = now
+
+    def abort(self, scan: Scan, now: float) -> None:
+        if scan.run is None:
+            raise ConflictError("Scan was never launched")
+        self._freeze(scan.run, now)
+        scan.run.aborted_at = now
+
+    def credential_outcome(self, scan: Scan) -> tuple[str | None, str | None]:
+        """Return (accepted user, rejected user); a password matching any emulated account is accepted."""
+        for cred in scan.credentials:
+            if cred.password is not None and self.config.ssh_accounts.get(cred.username) == cred.password:
+                return cred.username, None
+        return None, scan.credentials[0].username if scan.credentials else None
+
+    def model(self, scan: Scan) -> ReportModel:
+        """The full result of the current run, generated once and cached on the run."""
+        run = scan.run
+        assert run is not None
+        if run.model is None:
+            accepted, rejected = self.credential_outcome(scan)
+            ctx = ReportContext(
+                scan_name=scan.name,
+                policy_name=scan.policy_name,
+                hosts=tuple(scan.alive),
+                seed=self.config.seed,
+                start=run.launched_at + self.config.pending_duration,
+                duration=self.config.scan_duration,
+                version=self.config.version,
+                scanner_ip=self.config.scanner_ip,
+                ssh_user=accepted,
+                rejected_user=rejected,
+            )
+            run.model = build_report(ctx)
+        return run.model
+
+    def visible_model(self, scan: Scan, now: float) -> ReportModel:
+        """What an export taken now contains: only the hosts that have finished."""
+        model = self.model(scan)
+        progress = self.host_progress(scan, now)
+        done = {name for name, pct in zip(scan.alive, progress, strict=True) if pct >= 100}
+        return model if len(done) == len(scan.alive) else model.subset(done)
+
+    def create_export(self, scan: Scan, now: float) -> ExportJob:
+        job = ExportJob(
+            self._next_file,
+            secrets.token_hex(32),
+            scan.id,
+            now + self.config.export_delay,
+            self.visible_model(scan, now),
+            self.export_error,
+        )
+        self._next_file += 1
+        self.exports[job.file_id] = job
+        self.tokens[job.token] = job
+        return job
+
+    def export_status(self, job: ExportJob, now: float) -> str:
+        if job.error:
+            return "error"
+        return "ready" if now >= job.ready_at else "loading"
+
+    def running_now(self, now: float) -> int:
+        return sum(1 for scan in self.scans.values() if self.status(scan, now) in ACTIVE)
+
+    def max_running_seen(self, now: float) -> int:
+        """Exact peak of concurrently active runs, from every run's active intervals."""
+        events: list[tuple[float, int]] = []
+        for scan in self.scans.values():
+            for run in scan.runs:
+                segments = list(run.segments)
+                if run.resumed_at is not None:
+                    segments.append((run.resumed_at, run.resumed_at + self.total_active - run.accumulated))
+                for start, planned_end in segments:
+                    if start > now:
+                        continue
+                    end = planned_end if planned_end <= now else math.inf
+                    if end > start:
+                        events += [(start, 1), (end, -1)]
+        peak = current = 0
+        for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+            current += delta
+            peak = max(peak, current)
+        return peak
