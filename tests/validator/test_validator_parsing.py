@@ -247,9 +247,7 @@ def hostile_cases() -> list[tuple[str, bytes, str]]:
         (
             "huge_attribute",
             b"<NessusClientData_v2><Report name='r'><ReportHost name='h'><ReportItem severity='0' "
-            b"pluginID='1' pluginName='"
-            + b"A" * 100_000
-            + b"'/></ReportHost></Report></NessusClientData_v2>",
+            b"pluginID='1' pluginName='" + b"A" * 100_000 + b"'/></ReportHost></Report></NessusClientData_v2>",
             "too_large",
         ),
         (

@@ -232,8 +232,21 @@ class Stack:
             proc.wait()
             return None
 
-    def stop(self) -> dict[str, int | None]:
-        codes = {name: self.stop_process(name) for name in [*SERVICES, "emulator"] if name in self.procs}
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM every process at once, then wait; nats-server goes last."""
+        procs, self.procs = self.procs, {}
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for name, proc in procs.items():
+            try:
+                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes[name] = None
         self.nats.stop()
         return codes
 

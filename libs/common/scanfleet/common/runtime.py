@@ -97,9 +97,17 @@ async def service_runtime(
     try:
         yield rt
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.nc.drain(), timeout=10)
+        await close(rt)
         log.info("%s stopped", service)
+
+
+async def close(rt: Runtime) -> None:
+    """Flush what was published, then close. Unacked deliveries are redelivered by the server,
+    so there is nothing else to wait for (nats-py's drain can hang on pull subscriptions)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(rt.nc.flush(), timeout=2)
+    with contextlib.suppress(Exception):
+        await rt.nc.close()
 
 
 def run(service: str, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> int:

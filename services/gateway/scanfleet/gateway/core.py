@@ -114,8 +114,8 @@ class Gateway:
                     updated_at=utcnow(),
                 )
                 await self.rt.tasks.create(record)
-                await self._enqueue(record)
                 await self.rt.publish_event(record, "queued")
+                await self._enqueue(record)
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
                 position = await self.queue_position(pool, task_id)
         return views.submitted(record, position, views_)
