@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.e2e
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
-async def wait_fleet_usable(mcp: Client, count: int) -> dict[str, object]:
+async def wait_fleet_usable(mcp: Client, count: int) -> dict[str, Any]:
     """Agents register a few moments after the gateway is ready; wait for their leases."""
     async with asyncio.timeout(30):
         while True:

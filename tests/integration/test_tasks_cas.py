@@ -79,7 +79,7 @@ async def test_timestamps_follow_the_lifecycle(runtime: Runtime) -> None:
     running = await runtime.tasks.transition("t1", TaskState.RUNNING)
     assert running.started_at is not None and running.finished_at is None
     done = await runtime.tasks.transition("t1", TaskState.CANCELLED)
-    assert done.finished_at is not None and done.finished_at >= running.started_at  # type: ignore[operator]
+    assert done.finished_at is not None and done.finished_at >= running.started_at
 
 
 async def test_racing_writers_cannot_both_win(runtime: Runtime) -> None:
@@ -93,7 +93,8 @@ async def test_racing_writers_cannot_both_win(runtime: Runtime) -> None:
     rec.state = TaskState.RUNNING
     await runtime.tasks.create(rec)
     targets = [TaskState.CANCELLED, TaskState.TIMEOUT, TaskState.FAILED, TaskState.EXPORTING] * 5
-    conns = [await nats.connect(runtime.nc.connected_url.geturl()) for _ in range(4)]
+    url = runtime.settings.nats_url
+    conns = [await nats.connect(url) for _ in range(4)]
     try:
         stores = [TaskStore(await c.jetstream().key_value("scan_tasks")) for c in conns]
         results = await asyncio.gather(
