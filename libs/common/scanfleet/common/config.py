@@ -49,7 +49,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"environment: {_describe(exc, prefix='SCANFLEET_')}") from None
+            field = str(exc).partition(" - at `$.")[2].rstrip("`")
+            raise ConfigError(f"environment: SCANFLEET_{field.upper()}: {str(exc).partition(' - at')[0]}") from None
 
     def require_scanners_file(self) -> Path:
         if not self.scanners_file:
@@ -130,12 +131,12 @@ def substitute(value: Any, env: Mapping[str, str], path: str = "$") -> Any:
 
 
 def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
-    text = str(exc)
-    message, _, where = text.partition(" - at `")
-    where = where.rstrip("`").removeprefix("$.").removeprefix("$")
+    """msgspec's ``Expected int, got str - at `$.a[0].b``` as ``<prefix>.a[0].b: Expected int, got str``."""
+    message, _, where = str(exc).partition(" - at `")
+    where = where.rstrip("`").removeprefix("$").removeprefix(".")
     if prefix and where:
-        where = prefix + where.upper()
-    return f"{where or '<top level>'}: {message}"
+        where = f"{prefix}{'' if where.startswith('[') else '.'}{where}"
+    return f"{where or prefix or '<top level>'}: {message}"
 
 
 def parse_fleet(data: Any, *, source: str, env: Mapping[str, str] | None = None) -> FleetConfig:
@@ -148,10 +149,20 @@ def parse_fleet(data: Any, *, source: str, env: Mapping[str, str] | None = None)
         data = substitute(data, env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {str(exc).removeprefix('$.')}") from None
+    pools_raw = data.get("pools")
+    if not isinstance(pools_raw, dict):
+        raise ConfigError(f"{source}: pools: must be a mapping of pool names to pools")
+    pools: dict[str, PoolConfig] = {}
+    for name, raw in pools_raw.items():
+        try:
+            pools[str(name)] = msgspec.convert(raw, PoolConfig, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{source}: {_describe(exc, prefix=f'pools.{name}')}") from None
     try:
-        fleet = msgspec.convert(data, FleetConfig, strict=False)
+        fleet = msgspec.convert({**data, "pools": {}}, FleetConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
+    fleet = msgspec.structs.replace(fleet, pools=pools)
     _check(fleet, source)
     return fleet
 

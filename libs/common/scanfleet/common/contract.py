@@ -35,7 +35,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 DAY = 24 * 3600.0
 
 # Streams ----------------------------------------------------------------------------------
