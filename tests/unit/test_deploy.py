@@ -1,0 +1,300 @@
+"""Deployment files (deploy/): parsed and checked against the code, since nothing here can run them.
+
+No container engine, no network: compose and the example files are YAML, the Dockerfile and
+the Nomad job are read with regular expressions (HCL has no stdlib parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from scanfleet.cli import parser
+from scanfleet.cli.stack import SERVICES
+from scanfleet.common.config import ConfigError, Settings, load_fleet
+from scanfleet.emulator.config import EmulatorConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE = COMPOSE_DIR / "docker-compose.yml"
+SCANNERS_EXAMPLE = COMPOSE_DIR / "scanners.example.yaml"
+SCANNERS_EMULATED = COMPOSE_DIR / "scanners.emulated.example.yaml"
+EMULATOR_FLEET = COMPOSE_DIR / "emulator-fleet.example.yaml"
+ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
+DOCKERFILE = DEPLOY / "Dockerfile"
+NOMAD = DEPLOY / "nomad" / "scanfleet.nomad.hcl"
+
+SETTINGS_VARS = {f"SCANFLEET_{field.upper()}" for field in Settings.__struct_fields__}
+SCANFLEET_VAR = re.compile(r"\bSCANFLEET_[A-Z0-9_]+\b")
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+SCANFLEET_IMAGE = "${IMAGE:-scanfleet:local}"
+NEEDS_SCANNERS = {"provision", "dispatcher", "agent"}
+
+
+def _subcommands() -> set[str]:
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def _scanfleet_services() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in _compose()["services"].items() if svc.get("image") == SCANFLEET_IMAGE}
+
+
+def _env_example() -> dict[str, str]:
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: not KEY=value: {line!r}"
+            env[key] = value
+    return env
+
+
+def _commented_out(text: str) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+# Compose ------------------------------------------------------------------------------------
+
+
+def test_compose_has_no_version_key_and_every_role() -> None:
+    data = _compose()
+    assert "version" not in data
+    assert set(_scanfleet_services()) == {*SERVICES, "provision", "emulator"}
+    assert data["services"]["nats"]["image"].startswith("${NATS_IMAGE:-nats:2.1")
+
+
+def test_compose_services_run_real_subcommands() -> None:
+    known = _subcommands()
+    for name, svc in _scanfleet_services().items():
+        command = svc["command"]
+        assert isinstance(command, list), name
+        assert command[0] in known, f"{name}: `scanfleet {command[0]}` is no subcommand"
+        if name != "emulator":
+            assert command == [name], name
+        build = svc["build"]
+        assert build == {"context": "../..", "dockerfile": "deploy/Dockerfile"}, name
+        assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_emulator_command_parses_and_is_optional() -> None:
+    from scanfleet.emulator.run import _parser
+
+    emulator = _compose()["services"]["emulator"]
+    assert emulator["profiles"] == ["emulated"]
+    args = _parser().parse_args(emulator["command"][1:])
+    assert args.host == "0.0.0.0"
+    assert str(args.fleet) == emulator["volumes"][0]["target"]
+    assert _compose()["services"]["agent"]["depends_on"]["emulator"]["required"] is False
+
+
+def test_compose_env_vars_are_settings_fields() -> None:
+    text = COMPOSE.read_text()
+    used = set(SCANFLEET_VAR.findall(text))
+    assert used, "no SCANFLEET_* variable found"
+    assert used <= SETTINGS_VARS, f"not fields of Settings: {sorted(used - SETTINGS_VARS)}"
+    for name, svc in _scanfleet_services().items():
+        for key in svc.get("environment") or {}:
+            assert key in SETTINGS_VARS, f"{name}: {key}"
+
+
+def test_compose_services_reach_nats_and_read_the_mounted_file() -> None:
+    for name, svc in _scanfleet_services().items():
+        if name == "emulator":
+            continue
+        env = svc["environment"]
+        assert env["SCANFLEET_NATS_URL"] == "nats://nats:4222", name
+        mounts = {v["target"]: v for v in svc.get("volumes", [])}
+        target = env["SCANFLEET_SCANNERS_FILE"]
+        if name in NEEDS_SCANNERS:
+            assert target in mounts, f"{name} needs scanners.yaml mounted at {target}"
+            assert mounts[target]["read_only"] is True
+            assert mounts[target]["type"] == "bind"
+        else:
+            assert target not in mounts, f"{name} does not need scanners.yaml"
+
+
+def test_compose_start_order() -> None:
+    services = _compose()["services"]
+    assert services["provision"]["restart"] == "no"
+    assert services["provision"]["depends_on"]["nats"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["nats"]
+    for name in SERVICES:
+        deps = services[name]["depends_on"]
+        assert deps["provision"]["condition"] == "service_completed_successfully", name
+        assert deps["nats"]["condition"] == "service_healthy", name
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_gateway_published_on_loopback_only() -> None:
+    gateway = _compose()["services"]["gateway"]
+    assert gateway["environment"]["SCANFLEET_GATEWAY_HOST"] == "0.0.0.0"
+    assert gateway["environment"]["SCANFLEET_GATEWAY_PORT"] == "8080"
+    assert gateway["ports"] == ["${GATEWAY_PUBLISH:-127.0.0.1:8080}:8080"]
+    for name, svc in _compose()["services"].items():
+        if name != "gateway":
+            assert "ports" not in svc, f"{name} publishes ports"
+    assert "/ready" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_compose_secrets_come_from_an_optional_env_file() -> None:
+    for name, svc in _scanfleet_services().items():
+        if name != "emulator":
+            assert svc["env_file"] == [{"path": ".env", "required": False}], name
+
+
+# Example files ------------------------------------------------------------------------------
+
+
+def _references(path: Path) -> tuple[set[str], set[str]]:
+    """Variables referenced in a file: (all, those without a default)."""
+    text = _commented_out(path.read_text())
+    every = {m.group(1) for m in REFERENCE.finditer(text)}
+    required = {m.group(1) for m in REFERENCE.finditer(text) if ":-" not in m.group(0)}
+    return every, required
+
+
+def test_scanners_example_loads_with_its_variables() -> None:
+    every, required = _references(SCANNERS_EXAMPLE)
+    assert required, "the example should name its secrets as ${VAR}"
+    fleet = load_fleet(SCANNERS_EXAMPLE, env={name: f"value-of-{name}" for name in required})
+    assert fleet.pool_names == ["default", "dmz"]
+    assert fleet.default_pool == "default"
+    scanners = dict((s.id, s) for _, s in fleet.instances())
+    assert scanners["nessus-1"].auth.access_key == "value-of-NESSUS1_ACCESS_KEY"
+    assert scanners["dmz-1"].auth.password == "value-of-NESSUS_DMZ_PASSWORD"
+    assert scanners["dmz-1"].ca_bundle
+    assert scanners["nessus-2"].url.startswith("https://")  # the ${VAR:-default}
+    assert every - required == {"NESSUS2_URL"}
+
+
+@pytest.mark.parametrize("missing", sorted(_references(SCANNERS_EXAMPLE)[1]))
+def test_scanners_example_names_a_missing_variable(missing: str) -> None:
+    env = {name: "x" for name in _references(SCANNERS_EXAMPLE)[1] if name != missing}
+    with pytest.raises(ConfigError, match=rf"\b{missing}\b"):
+        load_fleet(SCANNERS_EXAMPLE, env=env)
+
+
+def test_env_example_covers_the_scanners_example() -> None:
+    env = _env_example()
+    every, required = _references(SCANNERS_EXAMPLE)
+    assert required <= set(env), f"missing from .env.example: {sorted(required - set(env))}"
+    assert all(value == "changeme" for value in env.values()), "placeholders only"
+    assert set(env) <= every, f"not used by scanners.example.yaml: {sorted(set(env) - every)}"
+    fleet = load_fleet(SCANNERS_EXAMPLE, env=env)
+    assert len(fleet.instances()) == 3
+    # every commented-out optional variable is used too
+    optional = set(re.findall(r"^#\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.M))
+    assert optional <= every | SETTINGS_VARS
+
+
+def test_emulator_fleet_parses_into_emulator_config() -> None:
+    entries = yaml.safe_load(EMULATOR_FLEET.read_text())
+    assert isinstance(entries, list) and entries
+    ports = [int(entry["port"]) for entry in entries]
+    assert len(set(ports)) == len(ports)
+    configs = [msgspec.convert(entry["config"], EmulatorConfig) for entry in entries]
+    assert len({c.name for c in configs}) == len(configs)
+
+
+def test_emulated_scanners_match_the_emulator_fleet() -> None:
+    assert not _references(SCANNERS_EMULATED)[0], "the emulated example needs no variables"
+    fleet = load_fleet(SCANNERS_EMULATED, env={})
+    emulated = {
+        f"http://emulator:{entry['port']}": msgspec.convert(entry["config"], EmulatorConfig)
+        for entry in yaml.safe_load(EMULATOR_FLEET.read_text())
+    }
+    assert len(fleet.instances()) == len(emulated)
+    for pool, scanner in fleet.instances():
+        config = emulated[scanner.url]
+        assert config.name == f"{pool}/{scanner.id}"
+        if scanner.auth.access_key:
+            assert (scanner.auth.access_key, scanner.auth.secret_key) == (config.access_key, config.secret_key)
+        else:
+            assert (scanner.auth.username, scanner.auth.password) == (config.username, config.password)
+
+
+# Dockerfile ---------------------------------------------------------------------------------
+
+
+def test_dockerfile_entrypoint_user_and_sources() -> None:
+    text = DOCKERFILE.read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith(("#", " "))]
+    assert re.search(r"^FROM python:3\.11-slim|^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert 'ENTRYPOINT ["scanfleet"]' in instructions
+    assert 'CMD ["gateway"]' in instructions
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users, "the image must not run as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    # The last USER comes after the last RUN: nothing runs as root at run time.
+    last_user = max(i for i, line in enumerate(instructions) if line.startswith("USER "))
+    assert not any(line.startswith("RUN ") for line in instructions[last_user:])
+    copied = " ".join(line for line in instructions if line.startswith("COPY "))
+    for source in ("pyproject.toml", "libs/", "services/"):
+        assert source in copied
+    assert "[dev]" not in text
+    assert "docker build -f deploy/Dockerfile" in text
+
+
+# Nomad --------------------------------------------------------------------------------------
+
+
+def _nomad() -> str:
+    return _commented_out(NOMAD.read_text())
+
+
+def test_nomad_runs_every_service_with_real_subcommands() -> None:
+    text = _nomad()
+    assert re.search(r'^job "scanfleet" \{', text, re.M)
+    assert re.search(r'type\s*=\s*"service"', text)
+    groups = set(re.findall(r'^\s*group "([^"]+)"', text, re.M))
+    assert {"nats", *SERVICES} <= groups
+    args = re.findall(r'args\s*=\s*\["([a-z]+)"', text)
+    known = _subcommands()
+    assert set(args) == {*SERVICES, "provision"}
+    assert set(args) <= known
+    tasks = set(re.findall(r'^\s*task "([^"]+)"', text, re.M))
+    assert {*SERVICES, "provision", "nats"} == tasks
+
+
+def test_nomad_provision_is_a_prestart_hook() -> None:
+    text = _nomad()
+    blocks = re.findall(r'task "provision" \{(.*?)\n    \}', text, re.S)
+    assert len(blocks) == 2  # dispatcher and agent groups
+    for block in blocks:
+        assert re.search(r'hook\s*=\s*"prestart"', block)
+        assert re.search(r"sidecar\s*=\s*false", block)
+
+
+def test_nomad_env_vars_are_settings_fields_and_match_compose() -> None:
+    used = set(SCANFLEET_VAR.findall(NOMAD.read_text()))
+    assert used <= SETTINGS_VARS, f"not fields of Settings: {sorted(used - SETTINGS_VARS)}"
+    compose_used = set(SCANFLEET_VAR.findall(_commented_out(COMPOSE.read_text())))
+    assert compose_used <= used, f"in compose, not in Nomad: {sorted(compose_used - used)}"
+
+
+def test_nomad_delivers_scanners_and_secrets_with_templates() -> None:
+    text = _nomad()
+    assert 'nomadVar "nomad/jobs/scanfleet"' in text
+    assert 'destination = "local/scanners.yaml"' in text
+    assert re.search(r'destination = "secrets/nessus.env"\s*\n\s*env\s*=\s*true', text)
+    assert re.search(r'SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml"', text)
+    assert 'nomadService "scanfleet-nats"' in text
+    assert re.search(r'path\s*=\s*"/ready"', text)
+    assert re.search(r"^\s*update \{", text, re.M)
+    assert len(re.findall(r"^\s*restart \{", text, re.M)) >= 6
+    assert re.search(r"image\s*=\s*var\.image", text)
+    assert "0.0.0.0" in text
