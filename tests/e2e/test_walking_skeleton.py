@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -25,6 +26,19 @@ async def wait_fleet_usable(mcp: Client, count: int) -> dict[str, Any]:
             if sum(s["usable"] for s in listing["scanners"]) == count:
                 return listing
             await asyncio.sleep(0.2)
+
+
+def services_logging(stack: Stack, task_id: str, trace_id: str) -> set[str]:
+    """Services whose JSON log lines name the task, each of which must carry its trace id."""
+    services = set()
+    for path in stack.logs.glob("*.log"):
+        for line in path.read_text().splitlines():
+            if task_id not in line or not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            assert entry["task_id"] == task_id and entry["trace_id"] == trace_id, entry
+            services.add(entry["service"])
+    return services
 
 
 async def test_tools_are_listed(stack: Stack) -> None:
@@ -82,6 +96,13 @@ async def test_untrusted_scan_end_to_end(stack: Stack) -> None:
         assert summary["severity_breakdown"] == dict(zip(SEVERITIES, truth["severity_totals"], strict=True))
         assert summary["total_vulnerabilities"] == sum(truth["severity_totals"][1:])
         assert summary["export_size"] > 0
+
+        assert services_logging(stack, task_id, submitted["trace_id"]) >= {
+            "gateway",
+            "dispatcher",
+            "agent",
+            "validator",
+        }
 
         results = tool_json(await mcp.call_tool("get_scan_results", {"task_id": task_id}))
         by_host = {h["host"]: h for h in results["hosts"]}
