@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
@@ -132,5 +134,42 @@ async def wait_stopping(rt: Runtime, *tasks: asyncio.Task[None]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def dumps(obj: object) -> str:
-    return msgspec.json.encode(obj).decode()
+async def pull(rt: Runtime, stream: str, durable: str, *, batch: int, wait: float = 2.0) -> AsyncIterator[list[Msg]]:
+    """Batches from a durable pull consumer, forever; an empty poll or a NATS outage just loops."""
+    sub = await rt.js.pull_subscribe_bind(durable=durable, stream=stream)
+    while True:
+        try:
+            yield await sub.fetch(batch=batch, timeout=wait)
+        except (NatsTimeout, FetchTimeoutError, TimeoutError):
+            continue
+
+
+async def keep_in_progress(msg: Msg, every: float) -> None:
+    """Tell the server the message is still being worked on, until cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+def dead_letter_for(
+    msg: Msg,
+    *,
+    stage: str,
+    reason: str,
+    error: str,
+    task_id: str | None = None,
+    trace_id: str | None = None,
+    keep_original: bool = False,
+) -> DeadLetter:
+    return DeadLetter(
+        task_id=task_id,
+        trace_id=trace_id,
+        stage=stage,
+        reason=reason,
+        error=error,
+        attempts=msg.metadata.num_delivered if msg.metadata else 1,
+        failed_at=utcnow(),
+        original_subject=msg.subject,
+        original=msg.data if keep_original else None,
+    )

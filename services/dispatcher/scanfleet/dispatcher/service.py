@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError
 
 from scanfleet.common import capacity, contract
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.contract import instance_key
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import Assignment, DeadLetter, ScanRequest, decode, encode, utcnow
+from scanfleet.common.messages import Assignment, ScanRequest, decode, encode, utcnow
 from scanfleet.common.registry import fleet_view, sync_registry
-from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
+from scanfleet.common.runtime import Runtime, dead_letter_for, pull, run, service_runtime, wait_stopping
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import extract_context, inject_headers, tracer
 from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
@@ -48,20 +47,14 @@ class PoolDispatcher:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
-        sub = await self.rt.js.pull_subscribe_bind(
-            durable=contract.dispatch_consumer_name(self.pool), stream=contract.REQUESTS_STREAM
-        )
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._fetch_loop(sub))
+            tg.create_task(self._fetch_loop())
             tg.create_task(self._keepalive_loop())
             tg.create_task(self._schedule_loop())
 
-    async def _fetch_loop(self, sub: object) -> None:
-        while True:
-            try:
-                msgs = await sub.fetch(batch=100, timeout=2.0)  # type: ignore[attr-defined]
-            except (NatsTimeout, FetchTimeoutError, TimeoutError):
-                continue
+    async def _fetch_loop(self) -> None:
+        durable = contract.dispatch_consumer_name(self.pool)
+        async for msgs in pull(self.rt, contract.REQUESTS_STREAM, durable, batch=100):
             for msg in msgs:
                 await self._accept(msg)
             self.wake.set()
@@ -91,15 +84,7 @@ class PoolDispatcher:
     async def _reject(self, msg: Msg, task_id: str | None, reason: str, error: str) -> None:
         log.error("dead-lettering request: %s", error)
         await self.rt.dead_letter(
-            DeadLetter(
-                task_id=task_id,
-                stage="dispatch",
-                reason=reason,
-                error=error,
-                attempts=msg.metadata.num_delivered if msg.metadata else 1,
-                failed_at=utcnow(),
-                original_subject=msg.subject,
-            )
+            dead_letter_for(msg, stage="dispatch", reason=reason, error=error, task_id=task_id, keep_original=True)
         )
         await msg.term()
 

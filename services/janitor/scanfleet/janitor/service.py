@@ -10,30 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from scanfleet.common import contract
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import DeadLetter, decode, utcnow
-from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
+from scanfleet.common.runtime import Runtime, pull, run, service_runtime, wait_stopping
 
 log = logging.getLogger("scanfleet.janitor")
 
 
-async def consume(rt: Runtime, stream: str, durable: str, handler: object) -> None:
-    sub = await rt.js.pull_subscribe_bind(durable=durable, stream=stream)
-    while True:
-        try:
-            msgs = await sub.fetch(batch=20, timeout=2.0)
-        except (NatsTimeout, FetchTimeoutError, TimeoutError):
-            continue
+async def consume(rt: Runtime, stream: str, durable: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
+    async for msgs in pull(rt, stream, durable, batch=20):
         for msg in msgs:
-            await handler(msg)  # type: ignore[operator]
+            await handler(msg)
 
 
 async def on_dead_letter(msg: Msg) -> None:

@@ -15,8 +15,6 @@ import uuid
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError
 
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
 from scanfleet.agent.nessus import NessusClient, NessusError
@@ -24,8 +22,16 @@ from scanfleet.common import capacity, contract
 from scanfleet.common.config import FleetConfig, ScannerConfig, Settings, load_fleet
 from scanfleet.common.contract import instance_key
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import Assignment, DeadLetter, Heartbeat, decode, encode, utcnow
-from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
+from scanfleet.common.messages import Assignment, Heartbeat, decode, encode, utcnow
+from scanfleet.common.runtime import (
+    Runtime,
+    dead_letter_for,
+    keep_in_progress,
+    pull,
+    run,
+    service_runtime,
+    wait_stopping,
+)
 from scanfleet.common.tasks import IllegalTransition, TaskState
 from scanfleet.common.telemetry import extract_context, tracer
 
@@ -100,15 +106,8 @@ class InstanceAgent:
                 probed = asyncio.get_running_loop().time()
 
     async def _consume_loop(self) -> None:
-        sub = await self.rt.js.pull_subscribe_bind(
-            durable=contract.agent_consumer_name(self.pool, self.scanner.id),
-            stream=contract.ASSIGNMENTS_STREAM,
-        )
-        while True:
-            try:
-                msgs = await sub.fetch(batch=10, timeout=2.0)
-            except (NatsTimeout, FetchTimeoutError, TimeoutError):
-                continue
+        durable = contract.agent_consumer_name(self.pool, self.scanner.id)
+        async for msgs in pull(self.rt, contract.ASSIGNMENTS_STREAM, durable, batch=10):
             for msg in msgs:
                 task = asyncio.create_task(self.handle(msg))
                 self.running.add(task)
@@ -120,7 +119,7 @@ class InstanceAgent:
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
             await self._give_up(msg, None, None, "unparseable", f"cannot decode assignment: {exc}")
             return
-        keepalive = asyncio.create_task(self._keepalive(msg))
+        keepalive = asyncio.create_task(keep_in_progress(msg, contract.AGENT_ACK_WAIT / 4))
         try:
             with (
                 task_context(assignment.task_id, assignment.trace_id),
@@ -163,25 +162,12 @@ class InstanceAgent:
     async def _give_up(self, msg: Msg, task_id: str | None, trace_id: str | None, reason: str, error: str) -> None:
         """Dead-letter first, then terminate: +TERM removes the message from the work queue."""
         await self.rt.dead_letter(
-            DeadLetter(
-                task_id=task_id,
-                trace_id=trace_id,
-                stage="agent",
-                reason=reason,
-                error=error,
-                attempts=msg.metadata.num_delivered if msg.metadata else 1,
-                failed_at=utcnow(),
-                original_subject=msg.subject,
+            dead_letter_for(
+                msg, stage="agent", reason=reason, error=error, task_id=task_id, trace_id=trace_id, keep_original=True
             )
         )
         if msg.reply:
             await self.rt.nc.publish(msg.reply, f"+TERM {reason}".encode())
-
-    async def _keepalive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(contract.AGENT_ACK_WAIT / 4)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
 
 def selected_instances(fleet: FleetConfig, selector: str | None) -> list[tuple[str, ScannerConfig]]:

@@ -9,7 +9,6 @@ dead letter; the service itself keeps running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import tempfile
@@ -23,8 +22,15 @@ from nats.js.errors import FetchTimeoutError
 from scanfleet.common import capacity, contract
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import DeadLetter, ExportEvent, decode, utcnow
-from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
+from scanfleet.common.messages import ExportEvent, decode
+from scanfleet.common.runtime import (
+    Runtime,
+    dead_letter_for,
+    keep_in_progress,
+    run,
+    service_runtime,
+    wait_stopping,
+)
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import extract_context, tracer
 from scanfleet.validator.parsing import ExportRejected, parse_export
@@ -55,7 +61,7 @@ class Validator:
             await self._dead_letter(msg, None, None, "unparseable", f"cannot decode export event: {exc}")
             await msg.term()
             return
-        keepalive = asyncio.create_task(self._keepalive(msg))
+        keepalive = asyncio.create_task(keep_in_progress(msg, contract.VALIDATOR_ACK_WAIT / 4))
         try:
             with (
                 task_context(event.task_id, event.trace_id),
@@ -120,24 +126,16 @@ class Validator:
 
     async def _dead_letter(self, msg: Msg, task_id: str | None, trace_id: str | None, reason: str, error: str) -> None:
         await self.rt.dead_letter(
-            DeadLetter(
-                task_id=task_id,
-                trace_id=trace_id,
+            dead_letter_for(
+                msg,
                 stage="validator",
                 reason=reason,
                 error=error,
-                attempts=msg.metadata.num_delivered if msg.metadata else 1,
-                failed_at=utcnow(),
-                original_subject=msg.subject,
-                original=msg.data,
+                task_id=task_id,
+                trace_id=trace_id,
+                keep_original=True,
             )
         )
-
-    async def _keepalive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(contract.VALIDATOR_ACK_WAIT / 4)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
 
 def _sha256(path: Path) -> str:
