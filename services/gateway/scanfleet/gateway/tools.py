@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -16,15 +17,21 @@ INSTRUCTIONS = (
 )
 
 
+async def call(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Run a gateway operation; a refusal becomes a tool error the model can read and act on."""
+    try:
+        return await coro
+    except GatewayError as exc:
+        raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
+
+
 def build_mcp(gateway: Gateway) -> MCPServer:
     mcp = MCPServer("scanfleet", instructions=INSTRUCTIONS)
+    register_scan_tools(mcp, gateway)
+    return mcp
 
-    async def call(coro: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await coro
-        except GatewayError as exc:
-            raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
-        return result
+
+def register_scan_tools(mcp: MCPServer, gateway: Gateway) -> None:
 
     @mcp.tool()
     async def run_untrusted_scan(
@@ -70,5 +77,3 @@ def build_mcp(gateway: Gateway) -> MCPServer:
     async def list_pools() -> dict[str, Any]:
         """Scanner pools with capacity and utilization, and the default pool."""
         return await call(gateway.pools())
-
-    return mcp
