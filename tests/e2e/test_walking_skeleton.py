@@ -104,14 +104,15 @@ async def test_untrusted_scan_end_to_end(stack: Stack) -> None:
             "validator",
         }
 
-        results = tool_json(await mcp.call_tool("get_scan_results", {"task_id": task_id}))
-        by_host = {h["host"]: h for h in results["hosts"]}
+        hosts = tool_json(await mcp.call_tool("get_host_summary", {"task_id": task_id}))
+        by_host = {h["host"]: h for h in hosts["hosts"]}
         assert set(by_host) == {h["name"] for h in truth["hosts"]}
         for host in truth["hosts"]:
             assert by_host[host["name"]]["severity_counts"] == dict(
                 zip(SEVERITIES, host["severity_counts"], strict=True)
             )
-        assert results["total_items"] == truth["item_count"]
+        results = tool_json(await mcp.call_tool("get_scan_results", {"task_id": task_id}))
+        assert results["summary"]["total_findings"] == truth["item_count"]
 
 
 async def test_submission_errors_are_clear(stack: Stack) -> None:

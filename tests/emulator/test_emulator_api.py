@@ -323,11 +323,14 @@ async def test_stats_track_concurrency(http: httpx.AsyncClient, clock: FakeClock
     clock.advance(0.5)
     await http.post(f"/scans/{second}/launch")
     stats = (await http.get("/_emulator/stats")).json()
+    launches = {s["name"]: s["launches"] for s in stats.pop("scans")}
     assert stats == {"running": 2, "max_running_seen": 2, "scans_created": 3, "launches": 2}
+    assert launches == {"a": 1, "b": 1, "c": 0}
     clock.advance(10.0)
     await http.post(f"/scans/{third}/launch")
     clock.advance(10.0)
     stats = (await http.get("/_emulator/stats")).json()
+    stats.pop("scans")
     assert stats == {"running": 0, "max_running_seen": 2, "scans_created": 3, "launches": 3}
 
 

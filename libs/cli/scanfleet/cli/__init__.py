@@ -25,6 +25,12 @@ def _provision(_: argparse.Namespace) -> int:
     return main()
 
 
+def _reload(_: argparse.Namespace) -> int:
+    from scanfleet.cli.provision import main
+
+    return main(report=True)
+
+
 def _up(args: argparse.Namespace) -> int:
     from scanfleet.cli.up import main
 
@@ -47,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("provision", help="create/update streams, buckets and consumers; sync the registry").set_defaults(
         run=_provision
     )
+    sub.add_parser(
+        "reload", help="apply an edited scanners.yaml to the live fleet (also: SIGHUP to the dispatcher)"
+    ).set_defaults(run=_reload)
     up = sub.add_parser("up", help="run everything locally on an embedded nats-server and an emulated fleet")
     up.add_argument("--data-dir", default=".scanfleet", help="state folder (default: ./.scanfleet)")
     up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080; 0 picks a free one)")
@@ -54,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-port", type=int, default=0, help="nats-server port (default: a free one)")
     up.add_argument("--scan-duration", type=float, default=20.0, help="seconds an emulated scan runs")
     up.set_defaults(run=_up)
+    from scanfleet.cli.admin import add_admin_commands
+
+    add_admin_commands(sub)
     return p
 
 

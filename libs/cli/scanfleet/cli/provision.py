@@ -6,21 +6,24 @@ import asyncio
 
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.logs import setup_logging
-from scanfleet.common.registry import sync_registry
-from scanfleet.common.runtime import open_runtime
+from scanfleet.common.registry import SyncReport, sync_registry
+from scanfleet.common.runtime import close, open_runtime
 
 
-async def provision(settings: Settings) -> None:
+async def provision(settings: Settings) -> SyncReport:
     fleet = load_fleet(settings.require_scanners_file())
-    rt = await open_runtime("provision", settings, topology=fleet.topology())
+    rt = await open_runtime("provision", settings, topology=fleet.topology(settings.dispatch_ack_wait))
     try:
-        await sync_registry(rt.registry, rt.capacity, fleet)
+        return await sync_registry(rt.registry, rt.capacity, fleet)
     finally:
-        await rt.nc.drain()
+        await close(rt)
 
 
-def main() -> int:
+def main(*, report: bool = False) -> int:
+    """``report`` (``scanfleet reload``) prints what changed; running services pick it up live."""
     settings = Settings.from_env()
     setup_logging("provision", settings.log_level)
-    asyncio.run(provision(settings))
+    result = asyncio.run(provision(settings))
+    if report:
+        print(f"scanners.yaml applied: {result.describe()}")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from scanfleet.common.crypto import generate_key_spec
 from scanfleet.common.embedded import NatsServer, free_port
 
 SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
@@ -49,12 +50,19 @@ class StackOptions:
     scan_duration: float = 20.0
     poll_interval: float = 2.0
     ssh_accounts: dict[str, str] = field(default_factory=dict)
+    # Named target credentials for the agents' store: name -> {username, password, ...}.
+    stored_credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    emulator_overrides: dict[str, object] = field(default_factory=dict)
 
 
 def _env_name(scanner: EmulatedScanner, what: str) -> str:
     return f"SCANFLEET_EMU_{scanner.pool}_{scanner.id}_{what}".upper().replace("-", "_")
+
+
+def _credential_env(name: str, key: str) -> str:
+    return f"SCANFLEET_CRED_{name}_{key}".upper().replace("-", "_")
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -80,6 +88,7 @@ class Stack:
         self.emulator_ports = {s: free_port(options.host) for s in options.fleet}
         self.secrets = {s: (secrets.token_hex(32), secrets.token_hex(32)) for s in options.fleet}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.credential_keys = generate_key_spec("k1")
 
     # Addresses --------------------------------------------------------------------------
 
@@ -113,7 +122,27 @@ class Stack:
         for scanner, (access, secret) in self.secrets.items():
             env[_env_name(scanner, "ACCESS_KEY")] = access
             env[_env_name(scanner, "SECRET_KEY")] = secret
+        env["SCANFLEET_CREDENTIAL_KEYS"] = self.credential_keys
+        env["SCANFLEET_CREDENTIAL_STORE"] = str(self.credential_store)
+        for name, fields in self.options.stored_credentials.items():
+            for key, value in fields.items():
+                env[_credential_env(name, key)] = value
         env.update(self.options.extra_env)
+        return env
+
+    @property
+    def credential_store(self) -> Path:
+        return self.data_dir / "credentials.yaml"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """Only the gateway and the agents hold the credential key; only the agents the store."""
+        env = self.env()
+        if service not in ("gateway", "agent"):
+            env.pop("SCANFLEET_CREDENTIAL_KEYS", None)
+        if service != "agent":
+            env.pop("SCANFLEET_CREDENTIAL_STORE", None)
+            for key in [k for k in env if k.startswith("SCANFLEET_CRED_")]:
+                env.pop(key)
         return env
 
     # Files ------------------------------------------------------------------------------
@@ -149,21 +178,27 @@ class Stack:
                     "scan_duration": self.options.scan_duration,
                     "ssh_accounts": self.options.ssh_accounts,
                     "seed": i,
+                    **self.options.emulator_overrides,
                 },
             }
             for i, s in enumerate(self.options.fleet)
         ]
+        store = {
+            name: {key: "${" + _credential_env(name, key) + "}" for key in fields}
+            for name, fields in self.options.stored_credentials.items()
+        }
+        self.credential_store.write_text(yaml.safe_dump({"credentials": store}, sort_keys=False))
         path = self.data_dir / "emulator-fleet.json"
         path.write_text(json.dumps(fleet))
         path.chmod(0o600)
 
     # Processes --------------------------------------------------------------------------
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanfleet.cli", *args],
-            env=self.env(),
+            env={**self.service_env(args[0]), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -194,8 +229,9 @@ class Stack:
             self.start_service(service)
         self.wait_ready(timeout)
 
-    def start_service(self, service: str) -> None:
-        self._spawn(service, service)
+    def start_service(self, service: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
+        """Start a service process; ``name`` lets several of one service run side by side."""
+        self._spawn(name or service, service, env=env)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -36,6 +36,10 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Slots)
 
 
+def decode(value: bytes) -> Slots:
+    return _decoder.decode(value)
+
+
 async def _read(kv: KeyValue, key: str) -> tuple[Slots, int] | None:
     entry = await kv_get(kv, key)
     if entry is None or entry.value is None:

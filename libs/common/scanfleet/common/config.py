@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from scanfleet.common.contract import NAME_RE, Topology, instance_key
+from scanfleet.common.contract import DISPATCH_ACK_WAIT, NAME_RE, Topology, instance_key
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,41 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     poll_interval: float = 10.0
     export_timeout: float = 600.0
     agent_instances: str | None = None
+    dispatcher_lease: bool = True
+    dispatcher_lease_ttl: float = 10.0
+    dispatch_ack_wait: float = 30.0
+    # Scanner agent: per-state deadlines (seconds), retries and the per-scanner circuit breaker.
+    pending_timeout: float = 3600.0
+    running_timeout: float = 86400.0
+    progress_interval: float = 5.0
+    retry_base: float = 1.0
+    retry_cap: float = 30.0
+    retry_attempts: int = 6
+    nessus_timeout: float = 30.0
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 300.0
+    # Nessus template (uuid or name) per scan type.
+    template_untrusted: str = "advanced"
+    template_authenticated: str = "advanced"
+    template_authenticated_privileged: str = "advanced"
+    # Credentials: AES keys shared by the gateway and agents only, and the agents' named store.
+    credential_keys: str | None = None
+    credential_store: str | None = None
+    # Janitor: how long ended tasks and their results are kept (seconds; reading results restarts
+    # the clock), how often it sweeps, and when a task that nobody moves on counts as stuck.
+    completed_ttl: float = 7 * 86400.0
+    failed_ttl: float = 30 * 86400.0
+    housekeeping_interval: float = 60.0
+    stale_queued_after: float = 86400.0
+    stale_dispatched_after: float = 1800.0
+    stale_running_after: float = 2 * 86400.0
+    stale_exporting_after: float = 2 * 3600.0
+    stale_validating_after: float = 2 * 3600.0
+    # Admin REST routes (/v1/admin) are refused unless this bearer token is set.
+    admin_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Settings(nats_url={self.nats_url!r}, credential_keys={'<set>' if self.credential_keys else None})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,8 +137,9 @@ class FleetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     def pool_names(self) -> list[str]:
         return sorted(self.pools)
 
-    def topology(self) -> Topology:
-        return Topology({pool: [s.id for s in cfg.scanners] for pool, cfg in self.pools.items()})
+    def topology(self, dispatch_ack_wait: float = DISPATCH_ACK_WAIT) -> Topology:
+        pools = {pool: [s.id for s in cfg.scanners] for pool, cfg in self.pools.items()}
+        return Topology(pools, dispatch_ack_wait=dispatch_ack_wait)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")

@@ -75,10 +75,18 @@ def task_events_filter(task_id: str) -> str:
 
 
 EXPORTED_FILTER = "scan.event.*.exported"
+TERMINAL_KINDS = ("completed", "failed", "cancelled", "timeout")
+TERMINAL_EVENT_FILTERS = [f"scan.event.*.{kind}" for kind in TERMINAL_KINDS]
 
 
 def dlq_subject(stage: str, task_id: str) -> str:
     return f"scan.dlq.{stage}.{task_id}"
+
+
+def dead_letter_msg_id(stream: str, seq: int) -> str:
+    """One dead letter per original message: the service that gives up and the janitor reading
+    the server's advisory for the same message publish with this id, and the second is a no-op."""
+    return f"dlq:{stream}:{seq}"
 
 
 ADVISORY_SUBJECTS = [
@@ -139,7 +147,7 @@ STREAMS: list[StreamConfig] = [
 
 # Consumers --------------------------------------------------------------------------------
 
-DISPATCH_ACK_WAIT = 60.0
+DISPATCH_ACK_WAIT = 30.0
 AGENT_ACK_WAIT = 60.0
 VALIDATOR_ACK_WAIT = 120.0
 
@@ -155,16 +163,23 @@ def agent_consumer_name(pool: str, instance: str) -> str:
 VALIDATOR_CONSUMER = "validator"
 JANITOR_DLQ_CONSUMER = "janitor-dlq"
 JANITOR_ADVISORIES_CONSUMER = "janitor-advisories"
+JANITOR_TERMINAL_CONSUMER = "janitor-terminal"
+JANITOR_EXPIRY_CONSUMER = "janitor-expiry"
+EXPIRY_BUCKET = "scan_expiry"
+EXPIRY_STREAM = f"KV_{EXPIRY_BUCKET}"
 
 
-def dispatch_consumer(pool: str) -> ConsumerConfig:
-    """Held by the dispatcher while the request waits; in-progress acks keep it alive."""
+def dispatch_consumer(pool: str, ack_wait: float = DISPATCH_ACK_WAIT) -> ConsumerConfig:
+    """Held by the dispatcher while the request waits; in-progress acks keep it alive.
+
+    ``ack_wait`` bounds how long a crashed dispatcher's waiting requests stay out of reach.
+    """
     return ConsumerConfig(
         durable_name=dispatch_consumer_name(pool),
         filter_subject=pool_request_filter(pool),
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=DISPATCH_ACK_WAIT,
+        ack_wait=ack_wait,
         max_deliver=20,
         max_ack_pending=10_000,
     )
@@ -209,10 +224,29 @@ JANITOR_ADVISORIES = ConsumerConfig(
     max_deliver=5,
 )
 
+JANITOR_TERMINAL = ConsumerConfig(
+    durable_name=JANITOR_TERMINAL_CONSUMER,
+    filter_subjects=TERMINAL_EVENT_FILTERS,
+    ack_policy=AckPolicy.EXPLICIT,
+    deliver_policy=DeliverPolicy.ALL,
+    ack_wait=60.0,
+    max_deliver=10,
+)
+
+JANITOR_EXPIRY = ConsumerConfig(
+    durable_name=JANITOR_EXPIRY_CONSUMER,
+    ack_policy=AckPolicy.EXPLICIT,
+    deliver_policy=DeliverPolicy.ALL,
+    ack_wait=120.0,
+    max_deliver=10,
+)
+
 STATIC_CONSUMERS: list[tuple[str, ConsumerConfig]] = [
     (EVENTS_STREAM, VALIDATOR),
     (DLQ_STREAM, JANITOR_DLQ),
     (ADVISORIES_STREAM, JANITOR_ADVISORIES),
+    (EVENTS_STREAM, JANITOR_TERMINAL),
+    (EXPIRY_STREAM, JANITOR_EXPIRY),
 ]
 
 # Key-value buckets and object stores ------------------------------------------------------
@@ -233,10 +267,13 @@ REGISTRY_BUCKET = "scan_registry"
 CAPACITY_BUCKET = "scan_capacity"
 AGENTS_BUCKET = "scan_agents"
 IDEMPOTENCY_BUCKET = "scan_idempotency"
+LEASES_BUCKET = "scan_leases"
+POOL_STATS_BUCKET = "scan_pool_stats"
 
 AGENT_HEARTBEAT_INTERVAL = 5.0
 AGENT_LEASE_TTL = 15.0
 IDEMPOTENCY_TTL = 2 * DAY
+EXPIRY_MARKER_TTL = DAY
 
 BUCKETS: list[Bucket] = [
     Bucket(TASKS_BUCKET, "Task records, key <task_id>; every write is a compare-and-set", history=5),
@@ -249,6 +286,13 @@ BUCKETS: list[Bucket] = [
         limit_marker_ttl=AGENT_LEASE_TTL,
     ),
     Bucket(IDEMPOTENCY_BUCKET, "Idempotency keys of submissions, key sha256(key)", ttl=IDEMPOTENCY_TTL),
+    Bucket(
+        EXPIRY_BUCKET,
+        "Expiry leases of ended tasks, key <task_id>, per-message TTL; the MaxAge marker deletes the task",
+        limit_marker_ttl=EXPIRY_MARKER_TTL,
+    ),
+    Bucket(LEASES_BUCKET, "Leader leases, key <role> (dispatcher): holder and expiry, renewed by CAS"),
+    Bucket(POOL_STATS_BUCKET, "Per-pool scan statistics, key <pool>: moving average of scan durations"),
 ]
 
 
@@ -264,14 +308,36 @@ class ObjectBucket:
 
 
 EXPORTS_OBJECTS = "scan_exports"
+FINDINGS_OBJECTS = "scan_findings"
 
 OBJECT_STORES: list[ObjectBucket] = [
     ObjectBucket(EXPORTS_OBJECTS, "Raw .nessus exports, object <task_id>.nessus"),
+    ObjectBucket(
+        FINDINGS_OBJECTS,
+        "Typed findings (<task_id>.findings) and host summaries (<task_id>.hosts), written once per task",
+    ),
 ]
 
 
 def export_object_name(task_id: str) -> str:
     return f"{task_id}.nessus"
+
+
+def findings_object_name(task_id: str) -> str:
+    return f"{task_id}.findings"
+
+
+def hosts_object_name(task_id: str) -> str:
+    return f"{task_id}.hosts"
+
+
+def task_objects(task_id: str) -> list[tuple[str, str]]:
+    """Every (object store, object) that belongs to one task; all of it goes when the task expires."""
+    return [
+        (EXPORTS_OBJECTS, export_object_name(task_id)),
+        (FINDINGS_OBJECTS, findings_object_name(task_id)),
+        (FINDINGS_OBJECTS, hosts_object_name(task_id)),
+    ]
 
 
 # Message headers --------------------------------------------------------------------------
@@ -286,10 +352,11 @@ class Topology:
     """Everything provisioning creates for a given set of pools and instances."""
 
     pools: dict[str, list[str]] = field(default_factory=dict)
+    dispatch_ack_wait: float = DISPATCH_ACK_WAIT
 
     def consumers(self) -> list[tuple[str, ConsumerConfig]]:
         out = list(STATIC_CONSUMERS)
         for pool, instances in sorted(self.pools.items()):
-            out.append((REQUESTS_STREAM, dispatch_consumer(pool)))
+            out.append((REQUESTS_STREAM, dispatch_consumer(pool, self.dispatch_ack_wait)))
             out.extend((ASSIGNMENTS_STREAM, agent_consumer(pool, i)) for i in sorted(instances))
         return out

@@ -143,6 +143,8 @@ class DeadLetter(Message, kw_only=True):
     failed_at: datetime
     original_subject: str | None = None
     original: bytes | None = None
+    original_stream: str | None = None
+    original_seq: int | None = None
 
 
 class Heartbeat(Message, kw_only=True):
@@ -157,6 +159,9 @@ class Heartbeat(Message, kw_only=True):
     scan_api: bool
     version: str | None = None
     error: str | None = None
+    circuit: Literal["closed", "open", "half_open"] = "closed"
+    circuit_failures: int = 0
+    circuit_opened_at: datetime | None = None
 
 
 M = TypeVar("M", bound=msgspec.Struct)

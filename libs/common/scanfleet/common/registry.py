@@ -25,6 +25,7 @@ class ScannerEntry(msgspec.Struct, kw_only=True):
     max_concurrent_scans: int
     enabled: bool
     labels: dict[str, str] = {}
+    removing: bool = False
     updated_at: datetime
 
 
@@ -53,9 +54,18 @@ class ScannerView(msgspec.Struct, kw_only=True):
 
     @property
     def usable(self) -> bool:
-        """May receive new work: enabled, its agent alive, and its scanner able to launch scans."""
+        """May receive new work: enabled, its agent alive, its scanner able to launch scans and
+        its circuit breaker not open."""
         hb = self.heartbeat
-        return self.entry.enabled and hb is not None and hb.reachable and hb.authenticated and hb.scan_api
+        return (
+            self.entry.enabled
+            and not self.entry.removing
+            and hb is not None
+            and hb.reachable
+            and hb.authenticated
+            and hb.scan_api
+            and hb.circuit != "open"
+        )
 
     @property
     def utilization(self) -> float:
@@ -75,11 +85,36 @@ _entry_decoder = msgspec.json.Decoder(ScannerEntry)
 _hb_decoder = msgspec.json.Decoder(Heartbeat)
 
 
-async def sync_registry(registry_kv: KeyValue, capacity_kv: KeyValue, fleet: FleetConfig) -> None:
-    """Write every configured scanner to the registry and size its slot record."""
+class SyncReport(msgspec.Struct, kw_only=True):
+    added: list[str] = []
+    changed: list[str] = []
+    removed: list[str] = []
+    draining: dict[str, list[str]] = {}
+
+    def describe(self) -> str:
+        parts = [
+            f"{name}: {', '.join(keys)}"
+            for name, keys in (("added", self.added), ("changed", self.changed), ("removed", self.removed))
+            if keys
+        ]
+        parts += [f"kept draining {k} until its {len(t)} running scan(s) end" for k, t in self.draining.items()]
+        return "; ".join(parts) or "no changes"
+
+
+async def sync_registry(registry_kv: KeyValue, capacity_kv: KeyValue, fleet: FleetConfig) -> SyncReport:
+    """Bring the registry to ``fleet`` without losing slot accounting.
+
+    A scanner dropped from the file while it still runs scans is not removed: it stays,
+    disabled and marked ``removing``, so it gets no new work; a later sync removes it
+    once its slots are empty. Nothing running is ever orphaned.
+    """
+    report = SyncReport()
     now = utcnow()
+    previous = {instance_key(e.pool, e.instance): e for e in await read_entries(registry_kv)}
+    configured: set[str] = set()
     for pool, scanner in fleet.instances():
         key = instance_key(pool, scanner.id)
+        configured.add(key)
         entry = ScannerEntry(
             pool=pool,
             instance=scanner.id,
@@ -89,11 +124,34 @@ async def sync_registry(registry_kv: KeyValue, capacity_kv: KeyValue, fleet: Fle
             labels=dict(scanner.labels),
             updated_at=now,
         )
-        await registry_kv.put(key, msgspec.json.encode(entry))
+        before = previous.get(key)
+        if before is None:
+            report.added.append(key)
+        elif _config_of(before) != _config_of(entry):
+            report.changed.append(key)
+        if before is None or _config_of(before) != _config_of(entry):
+            await registry_kv.put(key, msgspec.json.encode(entry))
         await capacity.ensure_limit(capacity_kv, key, scanner.max_concurrent_scans)
+    slots = await capacity.read_all(capacity_kv)
+    for key in sorted(set(previous) - configured):
+        running = slots[key].tasks if key in slots else []
+        if running:
+            report.draining[key] = list(running)
+            if not previous[key].removing:
+                drained = msgspec.structs.replace(previous[key], enabled=False, removing=True, updated_at=now)
+                await registry_kv.put(key, msgspec.json.encode(drained))
+            continue
+        await registry_kv.delete(key)
+        await capacity_kv.delete(key)
+        report.removed.append(key)
     meta = FleetMeta(default_pool=fleet.default_pool, pools=fleet.pool_names)
     await registry_kv.put(FLEET_META_KEY, msgspec.json.encode(meta))
-    log.info("registry synced: %d scanners in %d pools", len(fleet.instances()), len(fleet.pools))
+    log.info("registry synced: %s", report.describe())
+    return report
+
+
+def _config_of(entry: ScannerEntry) -> tuple[object, ...]:
+    return (entry.url, entry.max_concurrent_scans, entry.enabled, entry.labels, entry.removing)
 
 
 async def read_entries(registry_kv: KeyValue) -> list[ScannerEntry]:
@@ -108,10 +166,10 @@ async def read_fleet_meta(registry_kv: KeyValue) -> FleetMeta | None:
     return msgspec.json.decode(entry.value, type=FleetMeta)
 
 
-async def fleet_view(registry_kv: KeyValue, capacity_kv: KeyValue, agents_kv: KeyValue) -> list[ScannerView]:
-    entries = await read_entries(registry_kv)
-    slots = await capacity.read_all(capacity_kv)
-    beats = {k: _hb_decoder.decode(v) for k, v in (await kv_items(agents_kv)).items()}
+def assemble(
+    entries: list[ScannerEntry], slots: dict[str, capacity.Slots], beats: dict[str, Heartbeat]
+) -> list[ScannerView]:
+    """One view per registered scanner, ordered by pool then instance."""
     views = []
     for entry in sorted(entries, key=lambda e: (e.pool, e.instance)):
         key = instance_key(entry.pool, entry.instance)
@@ -123,3 +181,18 @@ async def fleet_view(registry_kv: KeyValue, capacity_kv: KeyValue, agents_kv: Ke
             )
         )
     return views
+
+
+async def fleet_view(registry_kv: KeyValue, capacity_kv: KeyValue, agents_kv: KeyValue) -> list[ScannerView]:
+    entries = await read_entries(registry_kv)
+    slots = await capacity.read_all(capacity_kv)
+    beats = {k: decode_heartbeat(v) for k, v in (await kv_items(agents_kv)).items()}
+    return assemble(entries, slots, beats)
+
+
+def decode_entry(value: bytes) -> ScannerEntry:
+    return _entry_decoder.decode(value)
+
+
+def decode_heartbeat(value: bytes) -> Heartbeat:
+    return _hb_decoder.decode(value)

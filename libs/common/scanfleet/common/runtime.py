@@ -39,6 +39,8 @@ class Runtime:
     capacity: KeyValue
     agents: KeyValue
     idempotency: KeyValue
+    leases: KeyValue
+    pool_stats: KeyValue
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish_event(self, record: TaskRecord, kind: str, detail: str | None = None) -> None:
@@ -61,7 +63,10 @@ class Runtime:
         if letter.original is not None:
             letter.original = scrub_credentials(letter.original)
         subject = contract.dlq_subject(letter.stage, letter.task_id or "unknown")
-        await self.js.publish(subject, encode(letter), headers=inject_headers())
+        ids: dict[str, str] = {}
+        if letter.original_stream and letter.original_seq:
+            ids[contract.HDR_MSG_ID] = contract.dead_letter_msg_id(letter.original_stream, letter.original_seq)
+        await self.js.publish(subject, encode(letter), headers=inject_headers(ids))
 
     @property
     def connected(self) -> bool:
@@ -84,6 +89,8 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
         capacity=buckets[contract.CAPACITY_BUCKET],
         agents=buckets[contract.AGENTS_BUCKET],
         idempotency=buckets[contract.IDEMPOTENCY_BUCKET],
+        leases=buckets[contract.LEASES_BUCKET],
+        pool_stats=buckets[contract.POOL_STATS_BUCKET],
     )
 
 
@@ -172,4 +179,6 @@ def dead_letter_for(
         failed_at=utcnow(),
         original_subject=msg.subject,
         original=msg.data if keep_original else None,
+        original_stream=msg.metadata.stream if msg.metadata else None,
+        original_seq=msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else None,
     )

@@ -70,6 +70,16 @@ class ExportRef(msgspec.Struct, kw_only=True):
     sha256: str
 
 
+class FindingsRef(msgspec.Struct, kw_only=True):
+    """Where the validator stored the task's findings (object store ``scan_findings``)."""
+
+    findings_object: str
+    hosts_object: str
+    count: int
+    size: int
+    sha256: str
+
+
 class TaskRecord(msgspec.Struct, kw_only=True):
     v: int = 1
     task_id: str
@@ -95,9 +105,53 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     error_reason: str | None = None
     export: ExportRef | None = None
     results: ResultsSummary | None = None
+    findings: FindingsRef | None = None
     warnings: list[str] = []
     troubleshooting: dict[str, Any] = {}
     dispatch_attempts: int = 0
+    # Scanner agent bookkeeping: who claimed the Nessus side, per-host progress, export start.
+    claimed_by: str | None = None
+    host_progress: dict[str, int] = {}
+    exporting_at: datetime | None = None
+    # Operator controls, applied by the agent that holds the task (the gateway only records them).
+    cancel_requested: str | None = None
+    pause_requested: bool = False
+    paused: bool = False
+    paused_at: datetime | None = None
+    paused_seconds: float = 0.0
+    # Operator retries (``TaskStore.requeue``): how many times the task was sent round again.
+    retries: int = 0
+
+
+REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})
+
+# What defines the request (and the dispatcher's attempt counter, part of assignment msg ids):
+# kept when a task is requeued. Every other field starts over from its default.
+RETRY_KEEPS = (
+    "v",
+    "task_id",
+    "trace_id",
+    "scan_type",
+    "pool",
+    "requested_instance",
+    "targets",
+    "name",
+    "description",
+    "idempotency_key_hash",
+    "created_at",
+    "dispatch_attempts",
+)
+
+
+def reset_for_retry(record: TaskRecord, now: datetime) -> None:
+    """The one way out of a terminal state, for an operator's retry of a failed or timed-out task:
+    the record becomes a fresh ``queued`` one, so the next attempt cannot trip over the last."""
+    if record.state not in REQUEUEABLE:
+        raise IllegalTransition(record.task_id, record.state, TaskState.QUEUED)
+    kept = {name: getattr(record, name) for name in RETRY_KEEPS}
+    fresh = TaskRecord(**kept, updated_at=now, retries=record.retries + 1)
+    for name in TaskRecord.__struct_fields__:
+        setattr(record, name, getattr(fresh, name))
 
 
 def check_transition(record: TaskRecord, target: TaskState) -> None:
@@ -112,6 +166,8 @@ def _stamp(record: TaskRecord, target: TaskState, now: datetime) -> None:
         record.dispatched_at = now
     elif target is TaskState.RUNNING and record.started_at is None:
         record.started_at = now
+    elif target is TaskState.EXPORTING:
+        record.exporting_at = now
     elif target.terminal:
         record.finished_at = now
 
@@ -154,6 +210,10 @@ class TaskStore:
             _stamp(record, target, utcnow())
 
         return await self.update(task_id, apply)
+
+    async def requeue(self, task_id: str) -> TaskRecord:
+        """Reset a failed or timed-out task to ``queued`` (see ``reset_for_retry``), with CAS."""
+        return await self.update(task_id, lambda record: reset_for_retry(record, utcnow()))
 
     async def update(self, task_id: str, mutate: Mutation) -> TaskRecord:
         """Read-modify-write with CAS, retried on conflict; ``mutate`` may raise to abort."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -20,6 +21,7 @@ from scanfleet.emulator.state import (
     TRASH,
     ConflictError,
     EmulatorState,
+    EndpointFault,
     ExportJob,
     Scan,
     SshCredential,
@@ -91,12 +93,31 @@ class FailRequests(msgspec.Struct):
     retry_after: float | None = None
 
 
+class EndpointFaultBody(msgspec.Struct):
+    """``path`` is the route as declared (``/scans/{scan_id}``) or ``*``; ``status`` 0 hangs."""
+
+    method: str = "*"
+    path: str = "*"
+    status: int = 503
+    rate: float = 1.0
+    count: int | None = None
+
+
 class FaultsBody(msgspec.Struct):
     session_expiry: bool = False
     scan_api: bool | None = None
     export_error: bool | None = None
     fail_requests: FailRequests | None = None
     abort_scan: int | None = None
+    endpoint_faults: list[EndpointFaultBody] | None = None
+    latency: float | None = None
+    stay_pending: bool | None = None
+    export_stuck: bool | None = None
+    export_corrupt: Literal["truncate", "garbage"] | None = None
+    clear_export_corrupt: bool = False
+    create_then_fail: int | None = None
+    vanish_scan: int | None = None
+    reset: bool = False
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -140,7 +161,15 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
             headers=exc.headers,
         )
 
-    async def inject_failures() -> None:
+    async def inject_failures(request: Request) -> None:
+        if state.latency > 0:
+            await asyncio.sleep(state.latency)
+        route = request.scope.get("route")
+        fault = state.fault_for(request.method, getattr(route, "path", request.url.path))
+        if fault is not None:
+            if fault.status == 0:
+                await asyncio.sleep(3600)
+            raise ApiError(fault.status, f"Injected fault (HTTP {fault.status})")
         if state.fail_requests:
             status, retry_after = state.fail_requests.pop(0)
             headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
@@ -315,6 +344,9 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
             credentials=_ssh_credentials(body),
             enabled=body.settings.enabled,
         )
+        if state.create_then_fail > 0:
+            state.create_then_fail -= 1
+            raise ApiError(502, "Bad Gateway: the connection dropped after the scan was created")
         summary = scan_summary(scan, clock())
         summary.update(
             {
@@ -554,6 +586,13 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
             raise ApiError(409, "Report is still being generated")
 
         async def chunks() -> AsyncIterator[bytes]:
+            if job.corrupt == "garbage":
+                yield b"\x00\x9fnot a nessus report <NessusClientData_v2><Report"
+                return
+            if job.corrupt == "truncate":
+                whole = b"".join(iter_nessus(job.model))
+                yield whole[: len(whole) // 2]
+                return
             for chunk in iter_nessus(job.model):
                 yield chunk
 
@@ -618,6 +657,10 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
                 "max_running_seen": state.max_running_seen(now),
                 "scans_created": state.scans_created,
                 "launches": state.launches,
+                "scans": [
+                    {"id": s.id, "name": s.name, "status": state.status(s, now), "launches": len(s.runs)}
+                    for s in state.scans.values()
+                ],
             }
         )
 
@@ -636,6 +679,31 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
             )
         if body.abort_scan is not None:
             transition(state.abort, body.abort_scan)
+        if body.reset:
+            state.endpoint_faults.clear()
+            state.fail_requests.clear()
+            state.latency = 0.0
+            state.stay_pending = state.export_stuck = state.export_error = False
+            state.export_corrupt = None
+            state.create_then_fail = 0
+        if body.endpoint_faults is not None:
+            state.endpoint_faults += [
+                EndpointFault(f.method.upper(), f.path, f.status, f.rate, f.count) for f in body.endpoint_faults
+            ]
+        if body.latency is not None:
+            state.latency = body.latency
+        if body.stay_pending is not None:
+            state.stay_pending = body.stay_pending
+        if body.export_stuck is not None:
+            state.export_stuck = body.export_stuck
+        if body.export_corrupt is not None:
+            state.export_corrupt = body.export_corrupt
+        if body.clear_export_corrupt:
+            state.export_corrupt = None
+        if body.create_then_fail is not None:
+            state.create_then_fail = body.create_then_fail
+        if body.vanish_scan is not None:
+            state.scans.pop(body.vanish_scan, None)
         return _json(
             {
                 "scan_api": state.scan_api,

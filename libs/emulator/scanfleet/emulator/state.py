@@ -7,6 +7,7 @@ the emulator deterministic under a fake clock and cheap with hundreds of scans.
 from __future__ import annotations
 
 import math
+import random
 import secrets
 import uuid
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class Run:
     paused: bool = False
     stop_at: float | None = None
     aborted_at: float | None = None
+    stuck_pending: bool = False
     segments: list[tuple[float, float]] = field(default_factory=list)
     model: ReportModel | None = None
 
@@ -106,6 +108,21 @@ class ExportJob:
     ready_at: float
     model: ReportModel
     error: bool = False
+    corrupt: str | None = None
+
+
+@dataclass
+class EndpointFault:
+    """Fail matching requests: ``status`` 0 hangs the request; ``count`` None means forever."""
+
+    method: str
+    path: str
+    status: int = 503
+    rate: float = 1.0
+    count: int | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in ("*", method) and self.path in ("*", path)
 
 
 class ConflictError(Exception):
@@ -120,6 +137,13 @@ class EmulatorState:
         self.clock = clock
         self.scan_api = config.scan_api
         self.export_error = False
+        self.export_stuck = False
+        self.export_corrupt: str | None = None
+        self.stay_pending = False
+        self.create_then_fail = 0
+        self.latency = 0.0
+        self.endpoint_faults: list[EndpointFault] = []
+        self.rng = random.Random(config.seed)
         self.fail_requests: list[tuple[int, float | None]] = []
         self.sessions: dict[str, str] = {}
         self.scans: dict[int, Scan] = {}
@@ -202,6 +226,8 @@ class EmulatorState:
             return "stopping" if now < run.stop_at + self.config.stopping_duration else "canceled"
         if run.paused:
             return "paused"
+        if run.stuck_pending:
+            return "pending"
         elapsed = self.elapsed(run, now)
         if elapsed < self.config.pending_duration:
             return "pending"
@@ -246,7 +272,7 @@ class EmulatorState:
     def launch(self, scan: Scan, now: float) -> Run:
         if self.status(scan, now) in BUSY:
             raise ConflictError("Scan is already running")
-        run = Run(len(scan.runs) + 1, str(uuid.uuid4()), now, now)
+        run = Run(len(scan.runs) + 1, str(uuid.uuid4()), now, now, stuck_pending=self.stay_pending)
         scan.runs.append(run)
         scan.modified = int(now)
         self.launches += 1
@@ -323,14 +349,27 @@ class EmulatorState:
             self._next_file,
             secrets.token_hex(32),
             scan.id,
-            now + self.config.export_delay,
+            math.inf if self.export_stuck else now + self.config.export_delay,
             self.visible_model(scan, now),
             self.export_error,
+            self.export_corrupt,
         )
         self._next_file += 1
         self.exports[job.file_id] = job
         self.tokens[job.token] = job
         return job
+
+    def fault_for(self, method: str, path: str) -> EndpointFault | None:
+        """The first configured fault that fires for this request, consuming one of its count."""
+        for fault in self.endpoint_faults:
+            if not fault.matches(method, path) or self.rng.random() >= fault.rate:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.endpoint_faults.remove(fault)
+            return fault
+        return None
 
     def export_status(self, job: ExportJob, now: float) -> str:
         if job.error:

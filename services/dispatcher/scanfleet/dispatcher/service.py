@@ -1,5 +1,6 @@
 """The dispatcher: holds each pool's waiting requests and hands them to scanners with free slots.
 
+One dispatcher is active at a time (a leader lease in KV); standbys wait to take over.
 Requests stay unacknowledged in SCAN_REQUESTS while they wait (kept alive by in-progress
 acks), so a dispatcher crash loses nothing: the server redelivers them to the next one.
 The order of writes makes every step safe to repeat after a crash:
@@ -11,25 +12,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import time
+import uuid
 from dataclasses import dataclass
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 
 from scanfleet.common import capacity, contract
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.contract import instance_key
+from scanfleet.common.lease import Lease
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Assignment, ScanRequest, decode, encode, utcnow
-from scanfleet.common.registry import fleet_view, sync_registry
+from scanfleet.common.mirror import FleetMirror
+from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime, dead_letter_for, pull, run, service_runtime, wait_stopping
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import extract_context, inject_headers, tracer
 from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
+from scanfleet.dispatcher.stats import PoolStatsTracker
 
 log = logging.getLogger("scanfleet.dispatcher")
 _tracer = tracer("scanfleet.dispatcher")
+
+LEASE_KEY = "dispatcher"
 
 
 @dataclass
@@ -40,21 +48,35 @@ class Held:
 
 
 class PoolDispatcher:
-    def __init__(self, rt: Runtime, pool: str) -> None:
+    def __init__(self, rt: Runtime, mirror: FleetMirror, pool: str) -> None:
         self.rt = rt
+        self.keepalive_every = rt.settings.dispatch_ack_wait / 4
+        self.mirror = mirror
         self.pool = pool
         self.waiting: dict[str, Held] = {}
         self.wake = asyncio.Event()
+        self.latencies: list[float] = []
+        self._free_since: float | None = None
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._fetch_loop())
-            tg.create_task(self._keepalive_loop())
-            tg.create_task(self._schedule_loop())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._fetch_loop())
+                tg.create_task(self._keepalive_loop())
+                tg.create_task(self._schedule_loop())
+        finally:
+            await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """On stepping down, nak what we hold so the next dispatcher gets it at once."""
+        held, self.waiting = self.waiting, {}
+        for h in held.values():
+            with contextlib.suppress(Exception):
+                await h.msg.nak()
 
     async def _fetch_loop(self) -> None:
         durable = contract.dispatch_consumer_name(self.pool)
-        async for msgs in pull(self.rt, contract.REQUESTS_STREAM, durable, batch=100):
+        async for msgs in pull(self.rt, contract.REQUESTS_STREAM, durable, batch=200, wait=1.0):
             for msg in msgs:
                 await self._accept(msg)
             self.wake.set()
@@ -76,10 +98,18 @@ class PoolDispatcher:
                 return
             if record.state is not TaskState.QUEUED:
                 log.info("dropping request of task in state %s", record.state)
+                if record.state.terminal:
+                    await self._release_any(request.task_id)
                 await msg.ack()
                 return
             seq = msg.metadata.sequence.stream if msg.metadata else 0
             self.waiting[request.task_id] = Held(msg, request, seq)
+
+    async def _release_any(self, task_id: str) -> None:
+        """A slot reserved just before a crash for a task that then ended must not leak."""
+        for view in self.mirror.views():
+            if view.entry.pool == self.pool and task_id in view.slots.tasks:
+                await capacity.release(self.rt.capacity, view.key, task_id)
 
     async def _reject(self, msg: Msg, task_id: str | None, reason: str, error: str) -> None:
         log.error("dead-lettering request: %s", error)
@@ -90,43 +120,21 @@ class PoolDispatcher:
 
     async def _keepalive_loop(self) -> None:
         while True:
-            await asyncio.sleep(contract.DISPATCH_ACK_WAIT / 4)
+            await asyncio.sleep(self.keepalive_every)
             for held in list(self.waiting.values()):
                 with contextlib.suppress(Exception):
                     await held.msg.in_progress()
 
     async def _schedule_loop(self) -> None:
-        watcher = await self.rt.capacity.watchall(include_history=False)
-        beats = await self.rt.agents.watchall(include_history=False)
-        watchers = [
-            asyncio.create_task(self._wake_on(watcher)),
-            asyncio.create_task(self._wake_on(beats)),
-        ]
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                self.wake.clear()
-                if self.waiting:
-                    await self._schedule_once()
-        finally:
-            for t in watchers:
-                t.cancel()
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-                await beats.stop()  # type: ignore[no-untyped-call]
-
-    async def _wake_on(self, watcher: object) -> None:
         while True:
-            try:
-                await watcher.updates(timeout=5.0)  # type: ignore[attr-defined]
-            except (NatsTimeout, TimeoutError):
-                continue
-            self.wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+            self.wake.clear()
+            if self.waiting:
+                await self._schedule_once()
 
-    async def _schedule_once(self) -> None:
-        views = [v for v in await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)]
-        views = [v for v in views if v.entry.pool == self.pool]
+    def _snapshot(self) -> tuple[list[Candidate], dict[str, str]]:
+        views = [v for v in self.mirror.views() if v.entry.pool == self.pool]
         holders = {t: v.entry.instance for v in views for t in v.slots.tasks}
         candidates = [
             Candidate(
@@ -138,6 +146,12 @@ class PoolDispatcher:
             )
             for v in views
         ]
+        return candidates, holders
+
+    async def _schedule_once(self) -> None:
+        candidates, holders = self._snapshot()
+        if any(c.usable and c.active < c.limit for c in candidates):
+            self._free_since = self._free_since or time.perf_counter()
         waiting = [
             Waiting(task_id=t, seq=h.seq, instance=h.request.scanner_instance, held_by=holders.get(t))
             for t, h in self.waiting.items()
@@ -146,6 +160,9 @@ class PoolDispatcher:
             if not await self._assign(decision):
                 self.wake.set()
                 return
+        candidates, _ = self._snapshot()
+        if not any(c.usable and c.active < c.limit for c in candidates):
+            self._free_since = None
 
     async def _assign(self, decision: Decision) -> bool:
         held = self.waiting[decision.task_id]
@@ -162,7 +179,7 @@ class PoolDispatcher:
             with _tracer.start_as_current_span(
                 "dispatch scan",
                 context=extract_context(held.msg.headers),
-                attributes={"scanfleet.pool": self.pool},
+                attributes={"scanfleet.pool": self.pool, "scanfleet.scanner": key},
             ):
                 try:
                     record = await self.rt.tasks.transition(request.task_id, TaskState.DISPATCHED, dispatched)
@@ -173,6 +190,9 @@ class PoolDispatcher:
                     self.waiting.pop(request.task_id, None)
                     return True
                 await self._publish_assignment(record, request)
+                if self._free_since is not None:
+                    self.latencies.append(time.perf_counter() - self._free_since)
+                    self._free_since = time.perf_counter()
                 await held.msg.ack()
                 self.waiting.pop(request.task_id, None)
                 await self.rt.publish_event(record, "dispatched", detail=decision.instance)
@@ -202,13 +222,95 @@ class PoolDispatcher:
         )
 
 
+class Dispatcher:
+    """The process: registry upkeep, the leader lease, and one PoolDispatcher per pool while leading."""
+
+    def __init__(self, rt: Runtime, settings: Settings, *, lead: bool = True) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.lead = lead
+        self.mirror = FleetMirror(rt.registry, rt.capacity, rt.agents)
+        self.lease_ttl = settings.dispatcher_lease_ttl
+        self.lease = Lease(rt.leases, LEASE_KEY, f"dispatcher-{uuid.uuid4().hex[:8]}", ttl=self.lease_ttl)
+        self.pools: dict[str, asyncio.Task[None]] = {}
+        self.dispatchers: dict[str, PoolDispatcher] = {}
+        self.reload_requested = asyncio.Event()
+
+    async def reload(self) -> None:
+        """Re-read scanners.yaml: new scanners and pools, limits, enabled flags, removals."""
+        fleet = load_fleet(self.settings.require_scanners_file())
+        report = await sync_registry(self.rt.registry, self.rt.capacity, fleet)
+        for stream, consumer in fleet.topology(self.settings.dispatch_ack_wait).consumers():
+            await self.rt.js.add_consumer(stream, consumer)
+        log.info("reloaded scanners.yaml: %s", report.describe())
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.mirror.run())
+            tg.create_task(self._reload_loop())
+            tg.create_task(PoolStatsTracker(self.rt, active=lambda: bool(self.pools)).run())
+            await self.mirror.wait_ready()
+            tg.create_task(self._lead_loop())
+            tg.create_task(self._wake_loop())
+
+    async def _wake_loop(self) -> None:
+        """Any change to registry, slots or leases may let a waiting request go: re-plan."""
+        while True:
+            await self.mirror.changed.wait()
+            self.mirror.changed.clear()
+            for dispatcher in self.dispatchers.values():
+                dispatcher.wake.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            try:
+                await self.reload()
+            except Exception as exc:
+                log.error("reload failed, keeping the current fleet: %s", exc)
+
+    async def _lead_loop(self) -> None:
+        try:
+            while True:
+                leading = not self.lead or await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
+                if leading:
+                    self._ensure_pools()
+                elif self.pools:
+                    log.warning("lost the dispatcher lease; standing down")
+                    await self._stop_pools()
+                await asyncio.sleep(self.lease_ttl / 5)
+        finally:
+            await self._stop_pools()
+            if self.lead:
+                with contextlib.suppress(Exception):
+                    await self.lease.release()
+
+    def _ensure_pools(self) -> None:
+        pools = {v.entry.pool for v in self.mirror.views()}
+        for pool in sorted(pools - set(self.pools)):
+            dispatcher = PoolDispatcher(self.rt, self.mirror, pool)
+            self.dispatchers[pool] = dispatcher
+            self.pools[pool] = asyncio.create_task(dispatcher.run(), name=f"pool-{pool}")
+            log.info("dispatching for pool %s", pool)
+
+    async def _stop_pools(self) -> None:
+        tasks, self.pools = self.pools, {}
+        self.dispatchers = {}
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
 async def serve(settings: Settings) -> None:
     fleet = load_fleet(settings.require_scanners_file())
-    async with service_runtime("dispatcher", settings, topology=fleet.topology()) as rt:
+    async with service_runtime("dispatcher", settings, topology=fleet.topology(settings.dispatch_ack_wait)) as rt:
         await sync_registry(rt.registry, rt.capacity, fleet)
-        workers = [asyncio.create_task(PoolDispatcher(rt, pool).run()) for pool in fleet.pool_names]
-        log.info("dispatching for pools %s", ", ".join(fleet.pool_names))
-        await wait_stopping(rt, *workers)
+        dispatcher = Dispatcher(rt, settings, lead=settings.dispatcher_lease)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, dispatcher.reload_requested.set)
+        await wait_stopping(rt, asyncio.create_task(dispatcher.run()))
 
 
 def main() -> int:

@@ -14,7 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scanfleet.common import contract
 from scanfleet.common.runtime import Runtime
+from scanfleet.gateway.admin import admin_router
+from scanfleet.gateway.control_tools import control_router
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
+from scanfleet.gateway.queue_tools import queue_router
+from scanfleet.gateway.results_tools import results_router
 from scanfleet.gateway.tools import build_mcp
 
 
@@ -68,10 +72,6 @@ def create_app(rt: Runtime) -> FastAPI:
     async def scan_status(task_id: str) -> dict[str, Any]:
         return await gateway.status(task_id)
 
-    @app.get("/v1/scans/{task_id}/results")
-    async def scan_results(task_id: str) -> dict[str, Any]:
-        return await gateway.results(task_id)
-
     @app.get("/v1/scanners")
     async def scanners(pool: str | None = None) -> dict[str, Any]:
         return await gateway.scanners(pool)
@@ -80,5 +80,9 @@ def create_app(rt: Runtime) -> FastAPI:
     async def pools() -> dict[str, Any]:
         return await gateway.pools()
 
+    app.include_router(results_router(gateway))
+    app.include_router(control_router(gateway))
+    app.include_router(queue_router(gateway))
+    app.include_router(admin_router(rt))
     app.mount("/", mcp_app)
     return app

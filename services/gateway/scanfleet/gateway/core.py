@@ -12,14 +12,17 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_get
+from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import ScanRequest, ScanType, encode, utcnow
+from scanfleet.common.messages import ScanRequest, ScanType, SealedCredentials, encode, utcnow
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import InvalidTarget, parse_targets
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.common.telemetry import current_trace_id, inject_headers, tracer
 from scanfleet.gateway import views
+from scanfleet.gateway.queue import QueueView
+from scanfleet.gateway.sealing import CredentialSealer
 
 log = logging.getLogger("scanfleet.gateway")
 _tracer = tracer("scanfleet.gateway")
@@ -47,6 +50,8 @@ class SubmitScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scanner_instance: str | None = None
     idempotency_key: str | None = None
     scan_type: ScanType = "untrusted"
+    credential_ref: str | None = None
+    credentials: TargetCredential | None = None
 
 
 class IdempotencyClaim(msgspec.Struct, kw_only=True):
@@ -60,13 +65,21 @@ MAX_DESCRIPTION = 2000
 
 def new_task_id() -> str:
     """Sortable by submission time, unique, and safe as a subject token."""
-    return f"{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
+    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
 
 
 def request_hash(submit: SubmitScan, targets: list[str], pool: str) -> str:
     """What makes two submissions the same request; never the scanner routing picked."""
     canonical = msgspec.json.encode(
-        [submit.scan_type, sorted(targets), submit.name, submit.description, pool, submit.scanner_instance]
+        [
+            submit.scan_type,
+            sorted(targets),
+            submit.name,
+            submit.description,
+            pool,
+            submit.scanner_instance,
+            submit.credential_ref,
+        ]
     )
     return hashlib.sha256(canonical).hexdigest()
 
@@ -74,6 +87,8 @@ def request_hash(submit: SubmitScan, targets: list[str], pool: str) -> str:
 class Gateway:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.sealer = CredentialSealer.from_settings(rt.settings)
+        self.queue = QueueView(rt)
 
     # Submission -------------------------------------------------------------------------
 
@@ -87,6 +102,10 @@ class Gateway:
             targets = [t.text for t in parse_targets(submit.targets)]
         except InvalidTarget as exc:
             raise GatewayError(422, "invalid_targets", str(exc)) from None
+        try:
+            self.sealer.check(submit.scan_type, submit.credentials, submit.credential_ref)
+        except CredentialError as exc:
+            raise GatewayError(422, "invalid_credentials", str(exc)) from None
         views_ = await self._fleet()
         pool = await self._resolve_pool(submit, views_)
         digest = request_hash(submit, targets, pool)
@@ -115,10 +134,10 @@ class Gateway:
                 )
                 await self.rt.tasks.create(record)
                 await self.rt.publish_event(record, "queued")
-                await self._enqueue(record)
+                await self._enqueue(record, self.sealer.seal(submit.credentials, task_id), submit.credential_ref)
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
-                position = await self.queue_position(pool, task_id)
-        return views.submitted(record, position, views_)
+                placement = await self.queue.placement(pool, task_id, views_)
+        return views.submitted(record, placement, views_)
 
     async def _claim(self, key_hash: str, task_id: str, digest: str) -> dict[str, Any] | None:
         """Claim the idempotency key; a repeat returns the first task, a different request 409."""
@@ -145,7 +164,9 @@ class Gateway:
             raise GatewayError(409, "idempotency_conflict", "the task of this idempotency_key no longer exists")
         return {**views.status(record), "idempotent": True}
 
-    async def _enqueue(self, record: TaskRecord) -> None:
+    async def _enqueue(
+        self, record: TaskRecord, sealed: SealedCredentials | None = None, credential_ref: str | None = None
+    ) -> None:
         request = ScanRequest(
             task_id=record.task_id,
             trace_id=record.trace_id,
@@ -156,6 +177,8 @@ class Gateway:
             name=record.name,
             description=record.description,
             submitted_at=record.created_at,
+            credential_ref=credential_ref,
+            credentials=sealed,
         )
         headers = inject_headers({contract.HDR_MSG_ID: record.task_id, contract.HDR_TASK_ID: record.task_id})
         try:
@@ -196,17 +219,6 @@ class Gateway:
                 )
         return pool
 
-    async def queue_position(self, pool: str, task_id: str) -> int | None:
-        """1-based place among the pool's waiting requests, None once it left the queue."""
-        info = await self.rt.js.stream_info(
-            contract.REQUESTS_STREAM, subjects_filter=contract.pool_request_filter(pool)
-        )
-        subjects = info.state.subjects or {}
-        mine = contract.request_subject(pool, task_id)
-        if mine not in subjects:
-            return None
-        return sorted(subjects).index(mine) + 1
-
     # Reads ------------------------------------------------------------------------------
 
     async def record(self, task_id: str) -> TaskRecord:
@@ -221,21 +233,8 @@ class Gateway:
         record = await self.record(task_id)
         out = views.status(record)
         if record.state is TaskState.QUEUED:
-            out["queue_position"] = await self.queue_position(record.pool, task_id)
+            out.update(await self.queue.placement(record.pool, task_id))
         return out
-
-    async def results(self, task_id: str) -> dict[str, Any]:
-        record = await self.record(task_id)
-        if record.results is None:
-            if record.state.terminal:
-                raise GatewayError(409, "no_results", f"the scan ended {record.state} without results: {record.error}")
-            raise GatewayError(
-                409,
-                "not_ready",
-                f"the scan is {record.state}; results come when it is completed",
-                state=str(record.state),
-            )
-        return views.results(record)
 
     async def scanners(self, pool: str | None = None) -> dict[str, Any]:
         fleet = await self._fleet()

@@ -8,7 +8,10 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from scanfleet.gateway.control_tools import register_control_tools
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
+from scanfleet.gateway.queue_tools import register_queue_tools
+from scanfleet.gateway.results_tools import register_results_tools
 
 INSTRUCTIONS = (
     "scanfleet runs Nessus vulnerability scans on a fleet of scanners. Submitting a scan returns a "
@@ -28,6 +31,9 @@ async def call(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 def build_mcp(gateway: Gateway) -> MCPServer:
     mcp = MCPServer("scanfleet", instructions=INSTRUCTIONS)
     register_scan_tools(mcp, gateway)
+    register_results_tools(mcp, gateway)
+    register_control_tools(mcp, gateway)
+    register_queue_tools(mcp, gateway)
     return mcp
 
 
@@ -62,11 +68,6 @@ def register_scan_tools(mcp: MCPServer, gateway: Gateway) -> None:
     async def get_scan_status(task_id: str) -> dict[str, Any]:
         """Status, progress and, once validated, a results summary with the authentication verdict."""
         return await call(gateway.status(task_id))
-
-    @mcp.tool()
-    async def get_scan_results(task_id: str) -> dict[str, Any]:
-        """Results of a completed scan: totals, severity counts and per-host summaries."""
-        return await call(gateway.results(task_id))
 
     @mcp.tool()
     async def list_scanners(scanner_pool: str | None = None) -> dict[str, Any]:

@@ -31,6 +31,14 @@ def status(record: TaskRecord) -> dict[str, Any]:
         "started_at": _iso(record.started_at),
         "completed_at": _iso(record.finished_at),
     }
+    if record.state == "running":
+        out["paused"] = record.paused
+        if record.pause_requested != record.paused:
+            out["pause_requested"] = record.pause_requested
+        if record.host_progress:
+            out["host_progress"] = record.host_progress
+    if record.cancel_requested and not record.state.terminal:
+        out["cancel_requested"] = record.cancel_requested
     if record.error:
         out["error_message"] = record.error
         out["error_reason"] = record.error_reason
@@ -43,6 +51,7 @@ def status(record: TaskRecord) -> dict[str, Any]:
             "severity_breakdown": msgspec.to_builtins(r.severity_counts),
             "auth_verdicts": r.auth_counts,
             "export_size": r.export_size,
+            "findings_stored": record.findings.count if record.findings else 0,
         }
     if record.warnings:
         out["validation_warnings"] = record.warnings
@@ -51,7 +60,7 @@ def status(record: TaskRecord) -> dict[str, Any]:
     return out
 
 
-def submitted(record: TaskRecord, position: int | None, fleet: list[ScannerView]) -> dict[str, Any]:
+def submitted(record: TaskRecord, placement: dict[str, Any], fleet: list[ScannerView]) -> dict[str, Any]:
     free = sum(v.slots.free for v in fleet if v.entry.pool == record.pool and v.usable)
     return {
         "task_id": record.task_id,
@@ -59,38 +68,9 @@ def submitted(record: TaskRecord, position: int | None, fleet: list[ScannerView]
         "status": str(record.state),
         "scanner_pool": record.pool,
         "scanner_instance": record.requested_instance,
-        "queue_position": position,
+        **placement,
         "free_slots_in_pool": free,
         "message": "Scan queued. Poll get_scan_status with the task_id; results follow completion.",
-    }
-
-
-def results(record: TaskRecord) -> dict[str, Any]:
-    assert record.results is not None
-    r = record.results
-    return {
-        "task_id": record.task_id,
-        "status": str(record.state),
-        "scan_type": record.scan_type,
-        "report_name": r.report_name,
-        "hosts_scanned": r.hosts_scanned,
-        "total_items": r.total_items,
-        "total_vulnerabilities": r.total_vulnerabilities,
-        "severity_counts": msgspec.to_builtins(r.severity_counts),
-        "authentication_status": r.auth_status,
-        "hosts": [
-            {
-                "host": h.name,
-                "ip": h.ip,
-                "fqdn": h.fqdn,
-                "os": h.os,
-                "severity_counts": msgspec.to_builtins(h.severity_counts),
-                "auth": h.auth,
-                "auth_evidence": h.auth_evidence,
-            }
-            for h in r.hosts
-        ],
-        "warnings": record.warnings,
     }
 
 
@@ -112,6 +92,8 @@ def scanner(view: ScannerView) -> dict[str, Any]:
         "scan_api": hb.scan_api if hb else False,
         "version": hb.version if hb else None,
         "usable": view.usable,
+        "circuit": hb.circuit if hb else None,
+        "circuit_failures": hb.circuit_failures if hb else 0,
         "problem": (hb.error if hb else "no agent heartbeat"),
         "labels": view.entry.labels,
     }
@@ -125,20 +107,33 @@ def pools_of(fleet: list[ScannerView]) -> list[str]:
     return sorted({v.entry.pool for v in fleet})
 
 
+def pool_summary(name: str, members: list[ScannerView]) -> dict[str, Any]:
+    capacity = sum(v.slots.limit for v in members)
+    active = sum(v.slots.active for v in members)
+    usable = [v for v in members if v.usable]
+    return {
+        "pool": name,
+        "scanners": len(members),
+        "usable_scanners": len(usable),
+        "total_capacity": capacity,
+        "usable_capacity": sum(v.slots.limit for v in usable),
+        "active_scans": active,
+        "available_capacity": sum(v.slots.free for v in usable),
+        "utilization_pct": round(100 * active / capacity, 1) if capacity else 0.0,
+    }
+
+
+def scanner_load(view: ScannerView) -> dict[str, Any]:
+    return {
+        "instance_id": view.entry.instance,
+        "active_scans": view.slots.active,
+        "max_concurrent_scans": view.slots.limit,
+        "available_capacity": view.slots.free,
+        "utilization_pct": round(100 * view.utilization, 1),
+        "usable": view.usable,
+    }
+
+
 def pools(fleet: list[ScannerView], default_pool: str | None) -> dict[str, Any]:
-    out = []
-    for name in pools_of(fleet):
-        members = [v for v in fleet if v.entry.pool == name]
-        capacity = sum(v.slots.limit for v in members)
-        active = sum(v.slots.active for v in members)
-        out.append(
-            {
-                "pool": name,
-                "scanners": len(members),
-                "usable_scanners": sum(v.usable for v in members),
-                "total_capacity": capacity,
-                "active_scans": active,
-                "utilization_pct": round(100 * active / capacity, 1) if capacity else 0.0,
-            }
-        )
+    out = [pool_summary(name, [v for v in fleet if v.entry.pool == name]) for name in pools_of(fleet)]
     return {"pools": out, "default_pool": default_pool or (out[0]["pool"] if out else None)}

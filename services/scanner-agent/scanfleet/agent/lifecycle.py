@@ -1,17 +1,23 @@
-"""One task's life on one Nessus scanner: create (or adopt), launch, poll, export.
+"""One task's life on one Nessus scanner: claim, create (or adopt), launch, watch, export.
 
-Each step is written to the task record before the next begins; a rerun after a crash
-reads the record and continues from where it stopped.
+Each step is written to the task record (CAS) before the next begins, so a rerun after a
+crash reads the record and continues where it stopped: the Nessus scan id is recorded
+before launch, a scan is only launched while Nessus reports it ``empty`` (never run), and a
+create whose reply was lost is found again by its unique name before any retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
+from scanfleet.agent.circuit import CircuitBreaker
 from scanfleet.agent.nessus import (
     NessusApiUnavailable,
     NessusAuthError,
@@ -22,9 +28,12 @@ from scanfleet.agent.nessus import (
     NessusRejected,
     NessusTransientError,
 )
+from scanfleet.agent.secrets import CredentialResolver, to_nessus
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
-from scanfleet.common.messages import Assignment, ExportEvent, encode, utcnow
+from scanfleet.common.config import Settings
+from scanfleet.common.credentials import CredentialError
+from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import inject_headers
@@ -33,14 +42,29 @@ log = logging.getLogger("scanfleet.agent")
 
 T = TypeVar("T")
 
-NESSUS_FAILED = {"canceled", "aborted", "stopped"}
-ADVANCED_SCAN = "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"
+NESSUS_ENDED = {"canceled", "aborted", "stopped"}
+UUID_LEN = 52
 
 
 class PermanentFailure(Exception):
+    """Retrying cannot help: the task fails with ``reason`` and is dead-lettered."""
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Stopped(Exception):
+    """The task must end as ``cancelled`` or ``timeout`` after its Nessus scan is stopped."""
+
+    def __init__(self, target: TaskState, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.target = target
+        self.reason = reason
+
+
+class TaskGone(Exception):
+    """Another writer ended the task (or it moved on to validation): nothing left to do here."""
 
 
 def nessus_scan_name(task_id: str) -> str:
@@ -53,26 +77,77 @@ def expected_hosts(targets: list[str]) -> int:
     return len(targets)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float = 1.0
+    cap: float = 30.0
+    attempts: int = 6
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry_base, settings.retry_cap, max(1, settings.retry_attempts))
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Exponential (base, 2·base, 4·base…) capped, with jitter in [50 %, 100 %]; never below Retry-After."""
+        backoff = min(self.cap, self.base * 2.0**attempt) * (0.5 + random.random() / 2)
+        return max(backoff, min(retry_after or 0.0, self.cap))
+
+
+def permanent(exc: NessusError, what: str) -> PermanentFailure:
+    """The task-level reason for an error that retrying does not fix."""
+    if isinstance(exc, NessusApiUnavailable):
+        return PermanentFailure("scan_api_unavailable", f"{what}: {exc}")
+    if isinstance(exc, NessusAuthError):
+        return PermanentFailure("scanner_auth", f"{what}: {exc}")
+    if isinstance(exc, NessusRejected):
+        return PermanentFailure("rejected_by_scanner", f"{what}: {exc}")
+    if isinstance(exc, NessusNotFound):
+        return PermanentFailure("scan_vanished", f"{what}: {exc}")
+    return PermanentFailure("scanner_error", f"{what}: {exc}")
+
+
 async def with_retries(
-    call: Callable[[], Awaitable[T]], *, what: str, attempts: int = 6, base: float = 1.0, cap: float = 30.0
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    policy: RetryPolicy | None = None,
+    breaker: CircuitBreaker | None = None,
+    passthrough: tuple[type[NessusError], ...] = (),
 ) -> T:
-    """Retry transient scanner errors with exponential backoff and jitter; map the rest."""
-    for attempt in range(attempts):
+    """Retry transient scanner errors with backoff; ``passthrough`` errors reach the caller as is."""
+    policy = policy or RetryPolicy()
+    for attempt in range(policy.attempts):
         try:
-            return await call()
+            result = await call()
+        except passthrough:
+            raise
         except NessusTransientError as exc:
-            if attempt == attempts - 1:
-                raise PermanentFailure("scanner_unreachable", f"{what}: {exc} (after {attempts} attempts)") from exc
-            delay = min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
+            if breaker is not None:
+                breaker.failure()
+            if attempt == policy.attempts - 1:
+                raise PermanentFailure(
+                    "scanner_unreachable", f"{what}: {exc} (after {policy.attempts} attempts)"
+                ) from exc
+            delay = policy.delay(attempt, exc.retry_after)
             log.warning("%s: transient error %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
-        except NessusApiUnavailable as exc:
-            raise PermanentFailure("scan_api_unavailable", f"{what}: {exc}") from exc
-        except NessusAuthError as exc:
-            raise PermanentFailure("scanner_auth", f"{what}: {exc}") from exc
-        except NessusRejected as exc:
-            raise PermanentFailure("rejected_by_scanner", f"{what}: {exc}") from exc
+        except NessusError as exc:
+            raise permanent(exc, what) from exc
+        else:
+            if breaker is not None:
+                breaker.success()
+            return result
     raise AssertionError("unreachable")
+
+
+def _seconds(since: datetime | None, now: datetime) -> float:
+    return (now - since).total_seconds() if since is not None else 0.0
+
+
+def running_seconds(record: TaskRecord, now: datetime) -> float:
+    """Time the scan has been running, not counting time spent paused by an operator."""
+    paused = record.paused_seconds + (_seconds(record.paused_at, now) if record.paused else 0.0)
+    return _seconds(record.started_at, now) - paused
 
 
 class Lifecycle:
@@ -82,48 +157,118 @@ class Lifecycle:
         client: NessusClient,
         assignment: Assignment,
         *,
-        poll_interval: float,
+        agent_id: str,
+        credentials: CredentialResolver,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.rt = rt
+        self.settings = rt.settings
         self.client = client
         self.assignment = assignment
         self.task_id = assignment.task_id
-        self.poll_interval = poll_interval
+        self.agent_id = agent_id
+        self.credentials = credentials
+        self.breaker = breaker
+        self.policy = RetryPolicy.from_settings(rt.settings)
+        self.poll_interval = rt.settings.poll_interval
+
+    async def _retry(self, call: Callable[[], Awaitable[T]], what: str, *passthrough: type[NessusError]) -> T:
+        return await with_retries(call, what=what, policy=self.policy, breaker=self.breaker, passthrough=passthrough)
 
     async def run(self) -> None:
+        """Drive the task to ``validating`` (export published) or to cancelled/timeout."""
+        try:
+            record = await self._fresh()
+            if record.nessus_scan_id is None:
+                record = await self._create(record)
+            if record.state is TaskState.DISPATCHED:
+                record = await self._launch(record)
+            if record.state is TaskState.RUNNING:
+                await self._watch(record)
+                record = await self.rt.tasks.transition(self.task_id, TaskState.EXPORTING)
+                await self.rt.publish_event(record, "exporting")
+            if record.state is TaskState.EXPORTING:
+                await self._export(record)
+        except Stopped as stop:
+            await self._end(stop)
+        except (TaskGone, IllegalTransition) as exc:
+            log.info("task ended elsewhere; nothing left to do (%s)", exc)
+
+    async def _fresh(self) -> TaskRecord:
+        """The current record; raises Stopped when an operator asked to cancel, TaskGone when it ended."""
         record = await self.rt.tasks.get(self.task_id)
         if record is None:
             raise PermanentFailure("unknown_task", "assignment for a task that has no record")
-        if record.state.terminal:
-            raise IllegalTransition(self.task_id, record.state, TaskState.RUNNING)
-        if record.nessus_scan_id is None:
-            record = await self._create(record)
-        if record.state is TaskState.DISPATCHED:
-            record = await self._launch(record)
-        if record.state is TaskState.RUNNING:
-            await self._poll(record)
-            record = await self.rt.tasks.transition(self.task_id, TaskState.EXPORTING)
-            await self.rt.publish_event(record, "exporting")
-        if record.state is TaskState.EXPORTING:
-            await self._export(record)
+        if record.state.terminal or record.state is TaskState.VALIDATING:
+            raise TaskGone(f"task is {record.state}")
+        if record.cancel_requested is not None:
+            raise Stopped(TaskState.CANCELLED, "cancelled", f"cancelled: {record.cancel_requested}")
+        return record
+
+    # Create -----------------------------------------------------------------------------
+
+    async def _template(self, scan_type: ScanType) -> str:
+        wanted = getattr(self.settings, f"template_{scan_type}")
+        if len(wanted) == UUID_LEN and wanted.count("-") == 4:
+            return str(wanted)
+        templates = await self._retry(self.client.templates, "list templates")
+        for template in templates:
+            if wanted in (template.name, template.title, template.uuid):
+                return template.uuid
+        names = sorted(t.name for t in templates)
+        raise PermanentFailure("template_not_found", f"no Nessus template {wanted!r} for {scan_type}; has {names}")
 
     async def _create(self, record: TaskRecord) -> TaskRecord:
+        request = self.assignment.request
         name = nessus_scan_name(self.task_id)
-        existing = await with_retries(lambda: self.client.find_scans_by_name(name), what="list scans")
-        if existing:
-            scan_id = existing[0].id
-            log.info("adopting Nessus scan %s created before a restart", scan_id)
-        else:
-            request = self.assignment.request
-            scan_id = await with_retries(
-                lambda: self.client.create_scan(
+        try:
+            target_credential = self.credentials.resolve(request)
+        except CredentialError as exc:
+            raise PermanentFailure("credentials_unavailable", str(exc)) from None
+        ssh = to_nessus(target_credential) if target_credential is not None else None
+        template = await self._template(request.scan_type)
+
+        def claim(r: TaskRecord) -> None:
+            if r.claimed_by not in (None, self.agent_id):
+                log.info("taking over from agent %s", r.claimed_by)
+            r.claimed_by = self.agent_id
+
+        await self.rt.tasks.update(self.task_id, claim)
+        for attempt in range(self.policy.attempts):
+            existing = await self._retry(lambda: self.client.find_scans_by_name(name), "list scans")
+            if existing:
+                scan_id = min(s.id for s in existing)
+                log.info("adopting Nessus scan %s found by name", scan_id)
+                break
+            try:
+                scan_id = await self.client.create_scan(
                     name=name,
                     targets=request.targets,
-                    template_uuid=ADVANCED_SCAN,
+                    template_uuid=template,
                     description=request.description or request.name,
-                ),
-                what="create scan",
-            )
+                    credentials=ssh,
+                )
+            except NessusTransientError as exc:
+                # The scan may exist although the reply was lost: look it up by name before retrying.
+                if self.breaker is not None:
+                    self.breaker.failure()
+                if attempt == self.policy.attempts - 1:
+                    raise PermanentFailure("scanner_unreachable", f"create scan: {exc}") from exc
+                delay = self.policy.delay(attempt, exc.retry_after)
+                log.warning("create scan: transient error %s; checking by name in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except NessusRejected as exc:
+                raise PermanentFailure("targets_rejected", f"Nessus refused the scan: {exc}") from exc
+            except NessusError as exc:
+                raise permanent(exc, "create scan") from exc
+            except ValueError as exc:
+                raise PermanentFailure("invalid_targets", str(exc)) from exc
+            if self.breaker is not None:
+                self.breaker.success()
+            break
+        else:
+            raise AssertionError("unreachable")
 
         def remember(r: TaskRecord) -> None:
             r.nessus_scan_id = scan_id
@@ -131,60 +276,156 @@ class Lifecycle:
 
         return await self.rt.tasks.update(self.task_id, remember)
 
+    # Launch -----------------------------------------------------------------------------
+
     async def _launch(self, record: TaskRecord) -> TaskRecord:
         scan_id = self._scan_id(record)
-        details = await with_retries(lambda: self.client.scan_details(scan_id), what="scan details")
-        if details.status in ("empty", "canceled", "aborted", "imported"):
+        await self._fresh()
+        details = await self._retry(lambda: self.client.scan_details(scan_id), "scan details")
+        if details.status == "empty":
             try:
-                await with_retries(lambda: self.client.launch(scan_id), what="launch")
+                # A launch whose reply was lost is retried and answered 409: adopted, never run twice.
+                await self._retry(lambda: self.client.launch(scan_id), "launch", NessusConflict)
             except NessusConflict:
-                log.info("scan %s already running; adopting it", scan_id)
+                log.info("scan %s is already running; adopting it", scan_id)
+        elif details.status in NESSUS_ENDED:
+            raise PermanentFailure("scan_" + details.status, f"Nessus scan {scan_id} is {details.status}")
+        else:
+            log.info("Nessus scan %s already launched (%s); adopting it", scan_id, details.status)
         record = await self.rt.tasks.transition(self.task_id, TaskState.RUNNING)
         await self.rt.publish_event(record, "running", detail=f"nessus scan {scan_id}")
         return record
 
-    async def _poll(self, record: TaskRecord) -> None:
+    # Watch ------------------------------------------------------------------------------
+
+    async def _watch(self, record: TaskRecord) -> None:
+        """Poll until Nessus reports completed; apply pause/resume/cancel and the deadlines."""
         scan_id = self._scan_id(record)
-        last_progress = record.progress
+        written_at = 0.0
+        written: tuple[int, dict[str, int]] = (record.progress, dict(record.host_progress))
+        outage = 0
+        loop = asyncio.get_running_loop()
         while True:
+            record = await self._fresh()
+            record = await self._apply_pause(record, scan_id)
             try:
-                details = await with_retries(lambda: self.client.scan_details(scan_id), what="poll scan")
+                details = await self.client.scan_details(scan_id)
+            except NessusTransientError as exc:
+                # A long scan survives a scanner outage: keep polling until a deadline ends it.
+                if self.breaker is not None:
+                    self.breaker.failure()
+                self._check_deadlines(record, None)
+                delay = self.policy.delay(outage, exc.retry_after)
+                outage += 1
+                log.warning("poll scan %s: %s; next try in %.1fs", scan_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
             except NessusNotFound as exc:
                 raise PermanentFailure("scan_vanished", f"Nessus scan {scan_id} disappeared") from exc
+            except NessusError as exc:
+                raise permanent(exc, "poll scan") from exc
+            outage = 0
+            if self.breaker is not None:
+                self.breaker.success()
             if details.status == "completed":
                 return
-            if details.status in NESSUS_FAILED:
+            if details.status in NESSUS_ENDED:
                 raise PermanentFailure("scan_" + details.status, f"Nessus reports the scan {details.status}")
-            progress = int(details.progress)
-            if progress != last_progress:
-                last_progress = progress
-
-                def set_progress(r: TaskRecord, p: int = progress) -> None:
-                    r.progress = p
-
-                await self.rt.tasks.update(self.task_id, set_progress)
+            self._check_deadlines(record, details.status)
+            progress = (int(details.progress), {h.hostname: h.progress for h in details.hosts})
+            if progress != written and loop.time() - written_at >= self.settings.progress_interval:
+                await self._write_progress(*progress)
+                written, written_at = progress, loop.time()
             await asyncio.sleep(self.poll_interval)
+
+    def _check_deadlines(self, record: TaskRecord, status: str | None) -> None:
+        now = utcnow()
+        if status == "pending" and _seconds(record.started_at, now) > self.settings.pending_timeout:
+            raise Stopped(
+                TaskState.TIMEOUT,
+                "pending_timeout",
+                f"the scan stayed pending on Nessus for over {self.settings.pending_timeout:g}s",
+            )
+        if running_seconds(record, now) > self.settings.running_timeout:
+            raise Stopped(
+                TaskState.TIMEOUT,
+                "running_timeout",
+                f"the scan ran for over {self.settings.running_timeout:g}s without completing",
+            )
+
+    async def _write_progress(self, progress: int, hosts: dict[str, int]) -> None:
+        def apply(r: TaskRecord) -> None:
+            r.progress = progress
+            r.host_progress = hosts
+
+        await self.rt.tasks.update(self.task_id, apply)
+
+    async def _apply_pause(self, record: TaskRecord, scan_id: int) -> TaskRecord:
+        """Bring Nessus in line with what the operator asked for, then record what holds."""
+        if record.pause_requested == record.paused:
+            return record
+        action = self.client.pause if record.pause_requested else self.client.resume
+        try:
+            await self._retry(lambda: action(scan_id), "pause" if record.pause_requested else "resume", NessusConflict)
+        except NessusConflict as exc:
+            log.info("scan %s: %s refused by Nessus (%s)", scan_id, action.__name__, exc)
+        now = utcnow()
+        pausing = record.pause_requested
+
+        def apply(r: TaskRecord) -> None:
+            if pausing:
+                r.paused, r.paused_at = True, now
+            else:
+                r.paused_seconds += _seconds(r.paused_at, now)
+                r.paused, r.paused_at = False, None
+
+        record = await self.rt.tasks.update(self.task_id, apply)
+        await self.rt.publish_event(record, "paused" if pausing else "resumed", detail=f"nessus scan {scan_id}")
+        return record
+
+    # Export -----------------------------------------------------------------------------
 
     async def _export(self, record: TaskRecord) -> None:
         scan_id = self._scan_id(record)
-        handle = await with_retries(lambda: self.client.export_request(scan_id), what="request export")
-        deadline = asyncio.get_running_loop().time() + self.rt.settings.export_timeout
-        while True:
-            status = await with_retries(lambda: self.client.export_status(handle), what="export status")
-            if status == "ready":
+        started = record.exporting_at or utcnow()
+
+        def check_deadline() -> None:
+            if _seconds(started, utcnow()) > self.settings.export_timeout:
+                raise Stopped(
+                    TaskState.TIMEOUT,
+                    "export_timeout",
+                    f"the export was not ready after {self.settings.export_timeout:g}s",
+                )
+
+        stored = None
+        for attempt in range(self.policy.attempts):
+            handle = await self._retry(lambda: self.client.export_request(scan_id), "request export")
+            status_of = functools.partial(self.client.export_status, handle)
+            while True:
+                await self._fresh()
+                check_deadline()
+                status = await self._retry(status_of, "export status")
+                if status == "ready":
+                    break
+                if status == "error":
+                    raise PermanentFailure("export_error", f"Nessus failed to build the export of scan {scan_id}")
+                await asyncio.sleep(min(self.poll_interval, 2.0))
+            try:
+                stored = await put_object_stream(
+                    self.rt.js,
+                    contract.EXPORTS_OBJECTS,
+                    contract.export_object_name(self.task_id),
+                    self.client.export_stream(handle),
+                )
                 break
-            if status == "error":
-                raise PermanentFailure("export_error", f"Nessus failed to build the export of scan {scan_id}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise PermanentFailure("export_timeout", f"export not ready after {self.rt.settings.export_timeout}s")
-            await asyncio.sleep(min(self.poll_interval, 2.0))
-        name = contract.export_object_name(self.task_id)
-        try:
-            stored = await put_object_stream(
-                self.rt.js, contract.EXPORTS_OBJECTS, name, self.client.export_stream(handle)
-            )
-        except NessusError as exc:
-            raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
+            except NessusTransientError as exc:
+                if attempt == self.policy.attempts - 1:
+                    raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
+                log.warning("export download interrupted (%s); requesting it again", exc)
+                await asyncio.sleep(self.policy.delay(attempt))
+            except NessusError as exc:
+                raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
+        assert stored is not None
 
         def exported(r: TaskRecord) -> None:
             r.export = ExportRef(object_name=stored.name, size=stored.size, sha256=stored.sha256)
@@ -208,6 +449,33 @@ class Lifecycle:
         headers = inject_headers({contract.HDR_MSG_ID: f"export:{self.task_id}:{stored.sha256[:16]}"})
         await self.rt.js.publish(contract.event_subject(self.task_id, "exported"), encode(event), headers=headers)
         log.info("export stored: %d bytes, sha256 %s", stored.size, stored.sha256)
+
+    # End --------------------------------------------------------------------------------
+
+    async def _end(self, stop: Stopped) -> None:
+        """Stop the Nessus scan (best effort: it may already be over), then end the task."""
+        record = await self.rt.tasks.get(self.task_id)
+        if record is not None and record.nessus_scan_id is not None:
+            scan_id = record.nessus_scan_id
+            try:
+                await self._retry(lambda: self.client.stop(scan_id), "stop scan", NessusConflict, NessusNotFound)
+                log.info("stopped Nessus scan %s (%s)", scan_id, stop.reason)
+            except (NessusConflict, NessusNotFound):
+                log.info("Nessus scan %s was not running; nothing to stop", scan_id)
+            except PermanentFailure as exc:
+                log.warning("could not stop Nessus scan %s: %s", scan_id, exc)
+
+        def ended(r: TaskRecord) -> None:
+            r.error = str(stop)
+            r.error_reason = stop.reason
+
+        try:
+            record = await self.rt.tasks.transition(self.task_id, stop.target, ended)
+        except IllegalTransition as exc:
+            log.info("task already %s; not marking it %s", exc.current, stop.target)
+            return
+        await self.rt.publish_event(record, str(stop.target), detail=str(stop))
+        log.info("task ended %s: %s", stop.target, stop)
 
     @staticmethod
     def _scan_id(record: TaskRecord) -> int:

@@ -4,6 +4,12 @@ An assignment stays unacknowledged for the whole scan, refreshed by in-progress 
 if the agent dies the server redelivers it. Every step records what it did in the task
 record first (the Nessus scan id above all), so a redelivered assignment adopts the scan
 already on the scanner instead of launching a second one.
+
+Redelivery only comes ``ack_wait`` after the last in-progress ack, so at start-up the agent
+also reconciles: every task holding a slot on its instances that is dispatched, running or
+exporting is resumed at once from its assignment, read straight from the work-queue stream.
+A redelivery that arrives later joins the work in hand (or finds it finished) and is acked
+only then, so no stale ack can remove an assignment that is still being worked on.
 """
 
 from __future__ import annotations
@@ -12,17 +18,24 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
+from scanfleet.agent.circuit import CircuitBreaker, CircuitState
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
-from scanfleet.agent.nessus import NessusClient, NessusError
+from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError
+from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
+from scanfleet.common.bus import kv_get
 from scanfleet.common.config import FleetConfig, ScannerConfig, Settings, load_fleet
 from scanfleet.common.contract import instance_key
+from scanfleet.common.credentials import CredentialStore
+from scanfleet.common.crypto import Keyring
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import Assignment, Heartbeat, decode, encode, utcnow
+from scanfleet.common.messages import Assignment, DeadLetter, Heartbeat, decode, encode, utcnow
 from scanfleet.common.runtime import (
     Runtime,
     dead_letter_for,
@@ -32,14 +45,16 @@ from scanfleet.common.runtime import (
     service_runtime,
     wait_stopping,
 )
-from scanfleet.common.tasks import IllegalTransition, TaskState
+from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import extract_context, tracer
 
 log = logging.getLogger("scanfleet.agent")
 _tracer = tracer("scanfleet.agent")
 
+RESUMABLE = frozenset({TaskState.DISPATCHED, TaskState.RUNNING, TaskState.EXPORTING})
 
-def client_for(scanner: ScannerConfig) -> NessusClient:
+
+def client_for(scanner: ScannerConfig, timeout: float = 30.0) -> NessusClient:
     verify: bool | str = scanner.ca_bundle or scanner.tls_verify
     return NessusClient(
         scanner.url,
@@ -48,26 +63,78 @@ def client_for(scanner: ScannerConfig) -> NessusClient:
         username=scanner.auth.username,
         password=scanner.auth.password,
         verify=verify,
+        timeout=timeout,
     )
 
 
-class InstanceAgent:
-    """Serves one scanner instance: its heartbeat lease and its assignment consumer."""
+def credential_resolver(settings: Settings) -> CredentialResolver:
+    keyring = Keyring.parse(settings.credential_keys) if settings.credential_keys else None
+    return CredentialResolver(keyring, CredentialStore(settings.credential_store))
 
-    def __init__(self, rt: Runtime, pool: str, scanner: ScannerConfig, agent_id: str) -> None:
+
+@dataclass
+class Work:
+    """One task in hand, and every delivery of its assignment waiting for the outcome."""
+
+    task: asyncio.Task[None] | None = None
+    msgs: list[Msg] = field(default_factory=list)
+    keepalives: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def attach(self, msg: Msg) -> None:
+        self.msgs.append(msg)
+        self.keepalives.append(asyncio.create_task(keep_in_progress(msg, contract.AGENT_ACK_WAIT / 4)))
+
+    def release(self) -> None:
+        for keepalive in self.keepalives:
+            keepalive.cancel()
+
+
+class InstanceAgent:
+    """Serves one scanner instance: its heartbeat lease, its circuit breaker and its assignments."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        pool: str,
+        scanner: ScannerConfig,
+        agent_id: str,
+        credentials: CredentialResolver | None = None,
+    ) -> None:
         self.rt = rt
         self.pool = pool
         self.scanner = scanner
         self.agent_id = agent_id
         self.key = instance_key(pool, scanner.id)
-        self.running: set[asyncio.Task[None]] = set()
+        self.credentials = credentials or credential_resolver(rt.settings)
+        self.work: dict[str, Work] = {}
+        self.beat_now = asyncio.Event()
+        self.breaker = CircuitBreaker(
+            threshold=rt.settings.circuit_threshold,
+            cooldown=rt.settings.circuit_cooldown,
+            on_change=self._circuit_changed,
+        )
 
     async def run(self) -> None:
-        async with client_for(self.scanner) as client:
+        async with client_for(self.scanner, self.rt.settings.nessus_timeout) as client:
             self.client = client
+            await self._restore_circuit()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat_loop())
+                await self.reconcile()
                 tg.create_task(self._consume_loop())
+
+    # Heartbeat and circuit --------------------------------------------------------------
+
+    def _circuit_changed(self, state: CircuitState) -> None:
+        log.warning("circuit of %s is now %s", self.key, state)
+        self.beat_now.set()
+
+    async def _restore_circuit(self) -> None:
+        entry = await kv_get(self.rt.agents, self.key)
+        if entry is not None and entry.value is not None:
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError, ValueError):
+                previous = decode(entry.value, Heartbeat)
+                self.breaker.restore(previous.circuit_failures, previous.circuit_opened_at)
 
     async def probe(self) -> Heartbeat:
         beat = Heartbeat(
@@ -81,10 +148,16 @@ class InstanceAgent:
         )
         try:
             props = await self.client.server_properties()
+        except NessusTransientError as exc:
+            self.breaker.failure()
+            beat.reachable = exc.status_code is not None
+            beat.error = str(exc)
+            return beat
         except NessusError as exc:
             beat.reachable = exc.status_code is not None
             beat.error = str(exc)
             return beat
+        self.breaker.success()
         beat.reachable = beat.authenticated = True
         beat.scan_api = props.scan_api
         beat.version = props.version
@@ -92,26 +165,58 @@ class InstanceAgent:
             beat.error = "scan API not available on this scanner (licence); launches are not routed here"
         return beat
 
+    def _stamp(self, beat: Heartbeat) -> Heartbeat:
+        beat.at = utcnow()
+        beat.circuit = self.breaker.state
+        beat.circuit_failures = self.breaker.failures
+        beat.circuit_opened_at = self.breaker.opened_at_utc
+        if not self.scanner.enabled:
+            beat.error = "disabled in scanners.yaml"
+        elif beat.circuit == "open" and beat.reachable and beat.scan_api:
+            beat.error = f"circuit open after {self.breaker.failures} consecutive failures; retried after cooldown"
+        return beat
+
     async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         beat = await self.probe()
-        probed = asyncio.get_running_loop().time()
+        probed = loop.time()
         while True:
-            if not self.scanner.enabled:
-                beat.error = "disabled in scanners.yaml"
-            beat.at = utcnow()
-            await self.rt.agents.put(self.key, encode(beat))
-            await asyncio.sleep(contract.AGENT_HEARTBEAT_INTERVAL)
-            if asyncio.get_running_loop().time() - probed > 30.0 or not beat.scan_api:
+            await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.beat_now.wait(), contract.AGENT_HEARTBEAT_INTERVAL)
+            self.beat_now.clear()
+            state = self.breaker.state
+            due = loop.time() - probed > 30.0 or not beat.scan_api or not beat.reachable
+            # While open, the scanner is left alone; once half open the probe is the one trial.
+            if state == "half_open" or (state == "closed" and due):
                 beat = await self.probe()
-                probed = asyncio.get_running_loop().time()
+                probed = loop.time()
+
+    # Assignments ------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Resume at once every task this instance holds a slot for and that is still in flight."""
+        slots = (await capacity.read_all(self.rt.capacity)).get(self.key)
+        for task_id in list(slots.tasks) if slots else []:
+            record = await self.rt.tasks.get(task_id)
+            if record is None or record.instance != self.scanner.id or record.state not in RESUMABLE:
+                continue
+            subject = contract.assignment_subject(self.pool, self.scanner.id, task_id)
+            try:
+                raw = await self.rt.js.get_last_msg(contract.ASSIGNMENTS_STREAM, subject)
+            except NotFoundError:
+                log.warning("task %s holds a slot but its assignment is gone", task_id)
+                continue
+            if raw.data is None:
+                continue
+            log.info("resuming task %s (%s) after a restart", task_id, record.state)
+            self._start(decode(raw.data, Assignment), None)
 
     async def _consume_loop(self) -> None:
         durable = contract.agent_consumer_name(self.pool, self.scanner.id)
         async for msgs in pull(self.rt, contract.ASSIGNMENTS_STREAM, durable, batch=10):
             for msg in msgs:
-                task = asyncio.create_task(self.handle(msg))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -119,45 +224,87 @@ class InstanceAgent:
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
             await self._give_up(msg, None, None, "unparseable", f"cannot decode assignment: {exc}")
             return
-        keepalive = asyncio.create_task(keep_in_progress(msg, contract.AGENT_ACK_WAIT / 4))
+        self._start(assignment, msg)
+
+    def _start(self, assignment: Assignment, msg: Msg | None) -> None:
+        work = self.work.get(assignment.task_id)
+        if work is None:
+            work = self.work[assignment.task_id] = Work()
+            work.task = asyncio.create_task(self._execute(assignment, work, msg))
+        if msg is not None:
+            work.attach(msg)
+
+    async def _execute(self, assignment: Assignment, work: Work, first: Msg | None) -> None:
+        task_id = assignment.task_id
         try:
             with (
-                task_context(assignment.task_id, assignment.trace_id),
+                task_context(task_id, assignment.trace_id),
                 _tracer.start_as_current_span(
                     "run scan",
-                    context=extract_context(msg.headers),
-                    attributes={"scanfleet.task_id": assignment.task_id, "scanfleet.scanner": self.key},
+                    context=extract_context(first.headers if first else None),
+                    attributes={"scanfleet.task_id": task_id, "scanfleet.scanner": self.key},
                 ),
             ):
-                await self._run(msg, assignment)
+                failure = await self._run(assignment)
+                if failure is not None:
+                    await self._fail(assignment, work, failure)
+                else:
+                    for msg in work.msgs:
+                        await msg.ack()
+        except Exception:
+            log.exception("assignment of %s interrupted; it will be redelivered", task_id)
         finally:
-            keepalive.cancel()
+            work.release()
+            self.work.pop(task_id, None)
 
-    async def _run(self, msg: Msg, assignment: Assignment) -> None:
-        lifecycle = Lifecycle(self.rt, self.client, assignment, poll_interval=self.rt.settings.poll_interval)
+    async def _run(self, assignment: Assignment) -> PermanentFailure | None:
+        lifecycle = Lifecycle(
+            self.rt,
+            self.client,
+            assignment,
+            agent_id=self.agent_id,
+            credentials=self.credentials,
+            breaker=self.breaker,
+        )
         try:
             await lifecycle.run()
         except PermanentFailure as exc:
-            await self._fail(msg, assignment, exc.reason, str(exc))
-            return
-        except IllegalTransition as exc:
-            log.info("task moved to %s elsewhere; dropping assignment", exc.current)
-            if exc.current.terminal:
-                await capacity.release(self.rt.capacity, self.key, assignment.task_id)
-        await msg.ack()
+            return exc
+        record = await self.rt.tasks.get(assignment.task_id)
+        if record is not None and record.state.terminal:
+            await capacity.release(self.rt.capacity, self.key, assignment.task_id)
+        return None
 
-    async def _fail(self, msg: Msg, assignment: Assignment, reason: str, error: str) -> None:
+    async def _fail(self, assignment: Assignment, work: Work, failure: PermanentFailure) -> None:
+        error = str(failure)
         log.error("scan failed: %s", error)
 
-        def failed(record: object) -> None:
-            record.error = error  # type: ignore[attr-defined]
-            record.error_reason = reason  # type: ignore[attr-defined]
+        def failed(record: TaskRecord) -> None:
+            record.error = error
+            record.error_reason = failure.reason
 
         with contextlib.suppress(IllegalTransition):
             record = await self.rt.tasks.transition(assignment.task_id, TaskState.FAILED, failed)
             await self.rt.publish_event(record, "failed", detail=error)
         await capacity.release(self.rt.capacity, self.key, assignment.task_id)
-        await self._give_up(msg, assignment.task_id, assignment.trace_id, reason, error)
+        if not work.msgs:
+            await self.rt.dead_letter(
+                DeadLetter(
+                    task_id=assignment.task_id,
+                    trace_id=assignment.trace_id,
+                    stage="agent",
+                    reason=failure.reason,
+                    error=error,
+                    failed_at=utcnow(),
+                    original_subject=contract.assignment_subject(self.pool, self.scanner.id, assignment.task_id),
+                    original=encode(assignment),
+                )
+            )
+        for i, msg in enumerate(work.msgs):
+            if i == 0:
+                await self._give_up(msg, assignment.task_id, assignment.trace_id, failure.reason, error)
+            elif msg.reply:
+                await self.rt.nc.publish(msg.reply, f"+TERM {failure.reason}".encode())
 
     async def _give_up(self, msg: Msg, task_id: str | None, trace_id: str | None, reason: str, error: str) -> None:
         """Dead-letter first, then terminate: +TERM removes the message from the work queue."""
@@ -188,8 +335,9 @@ async def serve(settings: Settings) -> None:
     fleet = load_fleet(settings.require_scanners_file())
     instances = selected_instances(fleet, settings.agent_instances)
     agent_id = uuid.uuid4().hex[:12]
-    async with service_runtime("agent", settings, topology=fleet.topology()) as rt:
-        workers = [asyncio.create_task(InstanceAgent(rt, p, s, agent_id).run()) for p, s in instances]
+    credentials = credential_resolver(settings)
+    async with service_runtime("agent", settings, topology=fleet.topology(settings.dispatch_ack_wait)) as rt:
+        workers = [asyncio.create_task(InstanceAgent(rt, p, s, agent_id, credentials).run()) for p, s in instances]
         log.info("agent %s serving %s", agent_id, ", ".join(f"{p}/{s.id}" for p, s in instances))
         await wait_stopping(rt, *workers)
 

@@ -9,6 +9,9 @@ from scanfleet.common.messages import HostResult, ResultsSummary, ScanType, Seve
 from scanfleet.validator.auth import scan_auth_verdict, troubleshooting
 from scanfleet.validator.parsing import ExportSummary
 
+HOSTS_IN_RECORD = 100
+"""Per-host results kept in the task record; every host is in the findings store (KV values stay small)."""
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -48,7 +51,7 @@ def summarize(parsed: ExportSummary, scan_type: ScanType, export_size: int) -> R
                 auth_evidence=list(h.auth.evidence),
                 credentialed_checks=h.auth.credentialed_checks,
             )
-            for h in parsed.hosts
+            for h in parsed.hosts[:HOSTS_IN_RECORD]
         ],
     )
 

@@ -31,10 +31,12 @@ from scanfleet.common.runtime import (
     service_runtime,
     wait_stopping,
 )
-from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
+from scanfleet.common.tasks import FindingsRef, IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import extract_context, tracer
+from scanfleet.validator import metrics
 from scanfleet.validator.parsing import ExportRejected, parse_export
 from scanfleet.validator.results import Verdict, judge
+from scanfleet.validator.store import FindingsSpool, publish_findings
 
 log = logging.getLogger("scanfleet.validator")
 _tracer = tracer("scanfleet.validator")
@@ -83,13 +85,15 @@ class Validator:
         if record.state is TaskState.EXPORTING:
             record = await self.rt.tasks.transition(event.task_id, TaskState.VALIDATING)
             await self.rt.publish_event(record, "validating")
-        verdict = await self._judge(event)
-        await self._finish(record, event, verdict)
+        verdict, findings = await self._judge(event)
         if verdict.dead_letter:
+            # Before the terminal event, so whoever sees the task fail also finds its dead letter.
             await self._dead_letter(msg, event.task_id, event.trace_id, verdict.reason or "invalid", verdict.message)
+        await self._finish(record, event, verdict, findings)
         await msg.ack()
 
-    async def _judge(self, event: ExportEvent) -> Verdict:
+    async def _judge(self, event: ExportEvent) -> tuple[Verdict, FindingsRef | None]:
+        """Parse once, spooling findings to disk; store them only if the export was usable."""
         store = await self.rt.js.object_store(contract.EXPORTS_OBJECTS)
         with tempfile.TemporaryDirectory(prefix="scanfleet-validate-") as tmp:
             path = Path(tmp) / "export.nessus"
@@ -97,18 +101,31 @@ class Validator:
                 await store.get(event.object_name, writeinto=sink)
             digest = await asyncio.to_thread(_sha256, path)
             if digest != event.sha256:
-                return Verdict.rejected("checksum_mismatch", f"export sha256 {digest} != announced {event.sha256}")
+                return Verdict.rejected(
+                    "checksum_mismatch", f"export sha256 {digest} != announced {event.sha256}"
+                ), None
+            spool = FindingsSpool(Path(tmp) / "findings.bin")
             try:
-                summary = await asyncio.to_thread(parse_export, path, expected_hosts=event.expected_hosts)
+                summary = await asyncio.to_thread(
+                    parse_export, path, on_finding=spool, expected_hosts=event.expected_hosts
+                )
             except ExportRejected as exc:
-                return Verdict.rejected(exc.reason, exc.message)
-        return judge(summary, event.scan_type, export_size=event.size)
+                return Verdict.rejected(exc.reason, exc.message), None
+            finally:
+                spool.close()
+            path.unlink()
+            findings = await publish_findings(self.rt.js, event.task_id, spool, summary)
+        metrics.FINDINGS_STORED.inc(findings.count)
+        return judge(summary, event.scan_type, export_size=event.size), findings
 
-    async def _finish(self, record: TaskRecord, event: ExportEvent, verdict: Verdict) -> None:
+    async def _finish(
+        self, record: TaskRecord, event: ExportEvent, verdict: Verdict, findings: FindingsRef | None
+    ) -> None:
         target = TaskState.COMPLETED if verdict.ok else TaskState.FAILED
 
         def apply(r: TaskRecord) -> None:
             r.results = verdict.summary
+            r.findings = findings
             r.warnings = list(verdict.warnings)
             r.troubleshooting = dict(verdict.troubleshooting)
             if not verdict.ok:
@@ -122,6 +139,7 @@ class Validator:
         else:
             await self.rt.publish_event(record, str(target), detail=verdict.message)
             log.info("validation %s: %s", "passed" if verdict.ok else "failed", verdict.message)
+            _count(event, verdict)
         await capacity.release(self.rt.capacity, contract.instance_key(event.pool, event.instance), event.task_id)
 
     async def _dead_letter(self, msg: Msg, task_id: str | None, trace_id: str | None, reason: str, error: str) -> None:
@@ -136,6 +154,14 @@ class Validator:
                 keep_original=True,
             )
         )
+
+
+def _count(event: ExportEvent, verdict: Verdict) -> None:
+    metrics.VALIDATIONS.labels(outcome="completed" if verdict.ok else "failed").inc()
+    if not verdict.ok:
+        metrics.VALIDATION_FAILURES.labels(reason=verdict.reason or "unknown").inc()
+    if verdict.reason == "auth_failed":
+        metrics.AUTH_FAILURES.labels(pool=event.pool, scan_type=event.scan_type).inc()
 
 
 def _sha256(path: Path) -> str:

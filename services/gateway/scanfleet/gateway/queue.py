@@ -1,0 +1,125 @@
+"""Where a request stands in its pool's queue, how long it may wait, and pool load.
+
+Positions come from SCAN_REQUESTS itself (one subject per waiting task, task ids sort by
+submission time), so they are right even while no dispatcher runs. Wait estimates use the
+pool's usable capacity, its free slots and the moving average of recent scan durations
+that the dispatcher keeps in KV ``scan_pool_stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from scanfleet.common import contract
+from scanfleet.common.bus import kv_get
+from scanfleet.common.registry import ScannerView, fleet_view
+from scanfleet.common.runtime import Runtime
+from scanfleet.gateway import views
+
+
+class PoolStats(msgspec.Struct, kw_only=True):
+    avg_duration_s: float
+    samples: int
+
+
+def estimate_wait(position: int | None, free: int, capacity: int, avg_duration: float | None) -> float | None:
+    """Seconds until the request at ``position`` (1-based) starts; None when nothing is known.
+
+    The first ``free`` requests start at once; after that each full turn of the pool's usable
+    capacity costs one average scan duration.
+    """
+    if position is None:
+        return None
+    if position <= free:
+        return 0.0
+    if avg_duration is None or capacity <= 0:
+        return None
+    return math.ceil((position - free) / capacity) * avg_duration
+
+
+class QueueView:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def waiting(self, pool: str) -> list[str]:
+        """Task ids waiting in the pool, oldest first."""
+        info = await self.rt.js.stream_info(
+            contract.REQUESTS_STREAM, subjects_filter=contract.pool_request_filter(pool)
+        )
+        return sorted(subject.rsplit(".", 1)[-1] for subject in (info.state.subjects or {}))
+
+    async def avg_duration(self, pool: str) -> PoolStats | None:
+        entry = await kv_get(self.rt.pool_stats, pool)
+        if entry is None or entry.value is None:
+            return None
+        return msgspec.json.decode(entry.value, type=PoolStats)
+
+    async def placement(self, pool: str, task_id: str, fleet: list[ScannerView] | None = None) -> dict[str, Any]:
+        """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue."""
+        fleet = fleet if fleet is not None else await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        members = [v for v in fleet if v.entry.pool == pool and v.usable]
+        waiting = await self.waiting(pool)
+        position = waiting.index(task_id) + 1 if task_id in waiting else None
+        stats = await self.avg_duration(pool)
+        wait = estimate_wait(
+            position,
+            free=sum(v.slots.free for v in members),
+            capacity=sum(v.slots.limit for v in members),
+            avg_duration=stats.avg_duration_s if stats else None,
+        )
+        return {
+            "queue_position": position,
+            "queue_depth": len(waiting),
+            "estimated_wait_seconds": None if wait is None else round(wait, 1),
+            "estimate_basis": (
+                f"moving average of {stats.samples} recent scan(s) in this pool: {stats.avg_duration_s:.0f}s"
+                if stats
+                else "no scan has completed in this pool yet"
+            ),
+        }
+
+    async def pool_status(self, pool: str | None) -> dict[str, Any]:
+        fleet = await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        names = views.pools_of(fleet) if pool is None else [pool]
+        out = []
+        for name in names:
+            members = [v for v in fleet if v.entry.pool == name]
+            stats = await self.avg_duration(name)
+            out.append(
+                {
+                    **views.pool_summary(name, members),
+                    "queue_depth": len(await self.waiting(name)),
+                    "avg_scan_duration_s": round(stats.avg_duration_s, 1) if stats else None,
+                    "scanners": [views.scanner_load(v) for v in members],
+                }
+            )
+        return {"pools": out}
+
+    async def queue_status(self, pool: str | None, limit: int = 5) -> dict[str, Any]:
+        fleet = await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        names = views.pools_of(fleet) if pool is None else [pool]
+        dlq = await self.rt.js.stream_info(contract.DLQ_STREAM)
+        out = []
+        for name in names:
+            waiting = await self.waiting(name)
+            next_tasks = []
+            for position, task_id in enumerate(waiting[: max(0, limit)], start=1):
+                record = await self.rt.tasks.get(task_id)
+                if record is None:
+                    continue
+                next_tasks.append(
+                    {
+                        "task_id": task_id,
+                        "position": position,
+                        "name": record.name,
+                        "scan_type": record.scan_type,
+                        "targets": record.targets,
+                        "scanner_instance": record.requested_instance,
+                        "queued_at": record.created_at.isoformat(),
+                    }
+                )
+            out.append({"pool": name, "queue_depth": len(waiting), "next_tasks": next_tasks})
+        return {"pools": out, "dlq_depth": dlq.state.messages}

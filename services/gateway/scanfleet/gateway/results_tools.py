@@ -1,0 +1,171 @@
+"""MCP tools and REST routes for scan results: thin adapters over ``results.Results``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Query
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import TextContent
+
+from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
+from scanfleet.gateway.results import results_service
+
+
+async def call(coro: Awaitable[dict[str, Any]]) -> TextContent:
+    """Compact JSON text (the SDK would indent a dict and repeat it as structured content, doubling the
+    tokens); a refusal becomes a tool error the model can read and act on (as in ``tools.call``)."""
+    try:
+        result = await coro
+    except GatewayError as exc:
+        raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
+    return TextContent(type="text", text=msgspec.json.encode(result).decode())
+
+
+def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
+    results = results_service(gateway)
+
+    @mcp.tool()
+    async def get_scan_results(
+        task_id: str,
+        filters: dict[str, Any] | None = None,
+        sort: str | None = None,
+        schema_profile: str = "summary",
+        custom_fields: list[str] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> TextContent:
+        """Findings of a finished scan, filtered, sorted and paged. The first key, summary, has totals,
+        counts by severity (whole scan and matched) and the authentication status.
+
+        filters (all optional, combined with AND):
+          severity: 0-4 or info/low/medium/high/critical, a list ([3, 4]) or a comparison (">=3");
+          cvss, cvss3, vpr, epss: a number, ">=7", "7..10" or [min, max] (findings without that score never match);
+          cve: "CVE-2021-44228" or a list; exploit_available: true/false;
+          host: exact IP, CIDR ("10.0.0.0/24") or exact host name/FQDN, or a list (never a substring);
+          port, plugin_id: an integer or a list; plugin_family, protocol: exact name or a list;
+          text: words searched in plugin name and synopsis.
+        sort: comma-separated keys, '-' for descending; default "-severity,-cvss3,-cvss".
+          Keys: severity, cvss3, cvss, vpr, epss, host, port, plugin_id, plugin_name.
+        schema_profile: minimal | summary (default) | brief | full; custom_fields picks exact fields instead.
+        page_size: 1-200 (default 10). Pass page.next_cursor back as cursor, with the same filters and sort,
+        for the next page. For one finding's complete plugin output use get_finding.
+        """
+        return await call(
+            results.scan_results(
+                task_id,
+                filters=filters,
+                sort=sort,
+                profile=schema_profile,
+                custom_fields=custom_fields,
+                page_size=page_size,
+                cursor=cursor,
+            )
+        )
+
+    @mcp.tool()
+    async def get_host_summary(
+        task_id: str, host: str | None = None, page_size: int = 50, cursor: str | None = None
+    ) -> TextContent:
+        """Per-host results: without host, every scanned host with OS, severity counts and authentication
+        verdict (success | failed | partial | not_attempted | not_evaluable), paged. With host (IP or name),
+        that host's properties, the evidence behind its authentication verdict and its top findings."""
+        return await call(results.host_summary(task_id, host, page_size=page_size, cursor=cursor))
+
+    @mcp.tool()
+    async def get_finding(task_id: str, host: str, plugin_id: int, port: int | None = None) -> TextContent:
+        """One plugin's result on one host (every port it reported on, or just port), with the whole
+        description, solution and plugin output."""
+        return await call(results.finding(task_id, host, plugin_id, port))
+
+
+_FILTER_PARAMS = tuple(k for k in FILTER_KEYS)
+
+
+def results_router(gateway: Gateway) -> APIRouter:
+    """``/v1/scans/{task_id}/results|hosts|findings``; filters are query parameters named as in the tool."""
+    router = APIRouter(prefix="/v1/scans")
+    results = results_service(gateway)
+
+    @router.get("/{task_id}/results")
+    async def scan_results(
+        task_id: str,
+        severity: str | None = None,
+        cvss: str | None = None,
+        cvss3: str | None = None,
+        vpr: str | None = None,
+        epss: str | None = None,
+        cve: str | None = None,
+        exploit_available: str | None = None,
+        host: str | None = None,
+        port: str | None = None,
+        protocol: str | None = None,
+        plugin_id: str | None = None,
+        plugin_family: str | None = None,
+        text: str | None = None,
+        filters: str | None = Query(None, description="all filters as one JSON object instead"),
+        sort: str | None = None,
+        profile: str = "summary",
+        fields: str | None = Query(None, description="comma-separated custom fields"),
+        page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        given = dict(
+            zip(
+                _FILTER_PARAMS,
+                (
+                    severity,
+                    cvss,
+                    cvss3,
+                    vpr,
+                    epss,
+                    cve,
+                    exploit_available,
+                    host,
+                    port,
+                    protocol,
+                    plugin_id,
+                    plugin_family,
+                    text,
+                ),
+                strict=True,
+            )
+        )
+        chosen: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if filters:
+            try:
+                decoded = msgspec.json.decode(filters)
+            except msgspec.DecodeError as exc:
+                raise GatewayError(422, "invalid_filter", f"filters is not JSON: {exc}") from None
+            if not isinstance(decoded, dict):
+                raise GatewayError(422, "invalid_filter", "filters must be a JSON object")
+            chosen.update(decoded)
+        return await results.scan_results(
+            task_id,
+            filters=chosen,
+            sort=sort,
+            profile=profile,
+            custom_fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
+            page_size=page_size,
+            cursor=cursor,
+        )
+
+    @router.get("/{task_id}/hosts")
+    async def hosts(
+        task_id: str, page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE), cursor: str | None = None
+    ) -> dict[str, Any]:
+        return await results.host_summary(task_id, page_size=page_size, cursor=cursor)
+
+    @router.get("/{task_id}/hosts/{host}")
+    async def one_host(task_id: str, host: str) -> dict[str, Any]:
+        return await results.host_summary(task_id, host)
+
+    @router.get("/{task_id}/findings/{host}/{plugin_id}")
+    async def finding(task_id: str, host: str, plugin_id: int, port: int | None = None) -> dict[str, Any]:
+        return await results.finding(task_id, host, plugin_id, port)
+
+    return router

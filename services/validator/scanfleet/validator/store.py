@@ -1,0 +1,90 @@
+"""Writing a task's findings store: spooled to disk while parsing, then streamed to the object store.
+
+The parser runs in a worker thread and hands over one ``Finding`` at a time; each is encoded as a
+frame and appended to a local spool file, so memory stays flat however many findings an export has.
+Only when the export is accepted is the spool streamed into ``scan_findings`` (never whole in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from nats.js import JetStreamContext
+
+from scanfleet.common import contract
+from scanfleet.common.bus import CHUNK_SIZE, put_object_stream
+from scanfleet.common.findings import MAGIC, Finding, HostRecord, HostsDoc, encode_frame, encode_hosts
+from scanfleet.common.messages import SeverityCounts
+from scanfleet.common.tasks import FindingsRef
+from scanfleet.validator.parsing import ExportSummary
+
+
+class FindingsSpool:
+    """``on_finding`` target for ``parse_export``: appends frames to a file, counting them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._file: BinaryIO = path.open("wb", buffering=1 << 20)
+        self._file.write(MAGIC)
+
+    def __call__(self, finding: Finding) -> None:
+        self._file.write(encode_frame(finding))
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def host_records(parsed: ExportSummary) -> list[HostRecord]:
+    return [
+        HostRecord(
+            name=h.name,
+            ip=h.ip,
+            fqdn=h.fqdn,
+            os=h.os,
+            start=h.start,
+            end=h.end,
+            credentialed_scan=h.credentialed_scan,
+            severity_counts=SeverityCounts(**h.severity_counts),
+            item_count=h.item_count,
+            auth=h.auth.verdict,
+            auth_evidence=list(h.auth.evidence),
+            credentialed_checks=h.auth.credentialed_checks,
+            auth_plugins=list(h.auth.plugins),
+        )
+        for h in parsed.hosts
+    ]
+
+
+async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK_SIZE * 8):
+            yield chunk
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def publish_findings(
+    js: JetStreamContext, task_id: str, spool: FindingsSpool, parsed: ExportSummary
+) -> FindingsRef:
+    """Store findings, then host summaries; a repeat for the same task replaces both (idempotent)."""
+    spool.close()
+    findings_name = contract.findings_object_name(task_id)
+    hosts_name = contract.hosts_object_name(task_id)
+    stored = await put_object_stream(js, contract.FINDINGS_OBJECTS, findings_name, _read_chunks(spool.path))
+    doc = HostsDoc(task_id=task_id, finding_count=spool.count, hosts=host_records(parsed))
+    await put_object_stream(js, contract.FINDINGS_OBJECTS, hosts_name, _once(encode_hosts(doc)))
+    return FindingsRef(
+        findings_object=findings_name,
+        hosts_object=hosts_name,
+        count=spool.count,
+        size=stored.size,
+        sha256=stored.sha256,
+    )

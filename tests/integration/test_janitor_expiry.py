@@ -1,0 +1,167 @@
+"""TTL housekeeping against a real nats-server: leases, markers, deletion, last access."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+import pytest
+from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY
+
+from scanfleet.common import contract, expiry
+from scanfleet.common.bus import put_object_stream
+from scanfleet.common.messages import utcnow
+from scanfleet.common.runtime import Runtime
+from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.janitor.housekeeping import Housekeeper
+from scanfleet.janitor.service import workers
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def add_task(rt: Runtime, task_id: str, state: TaskState) -> TaskRecord:
+    now = utcnow()
+    record = TaskRecord(
+        task_id=task_id,
+        trace_id="ab" * 16,
+        state=state,
+        pool="default",
+        instance="scanner-1",
+        targets=["10.0.0.1"],
+        name=task_id,
+        created_at=now,
+        updated_at=now,
+        started_at=now,
+        finished_at=now if state.terminal else None,
+    )
+    await rt.tasks.create(record)
+    return record
+
+
+async def store_results(rt: Runtime, task_id: str) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"<NessusClientData_v2/>"
+
+    for store, name in contract.task_objects(task_id):
+        await put_object_stream(rt.js, store, name, chunks())
+
+
+async def object_exists(rt: Runtime, store: str, name: str) -> bool:
+    try:
+        await (await rt.js.object_store(store)).get_info(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def deletions(state: str) -> float:
+    return REGISTRY.get_sample_value("ttl_deletions_total", {"state": state}) or 0.0
+
+
+@pytest.fixture
+async def janitor(runtime: Runtime) -> AsyncIterator[Runtime]:
+    runtime.settings = msgspec.structs.replace(
+        runtime.settings, completed_ttl=2.0, failed_ttl=3.0, housekeeping_interval=0.2
+    )
+    tasks = workers(runtime)
+    try:
+        yield runtime
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_ended_task_and_results_expire_running_task_untouched(janitor: Runtime) -> None:
+    rt = janitor
+    done = await add_task(rt, "t-done", TaskState.COMPLETED)
+    running = await add_task(rt, "t-running", TaskState.RUNNING)
+    await store_results(rt, done.task_id)
+    await store_results(rt, running.task_id)
+    before = deletions("completed")
+
+    await rt.publish_event(done, "completed")
+    await rt.publish_event(running, "completed")  # a bogus event must not arm a live task
+
+    async def gone() -> bool:
+        return await rt.tasks.get(done.task_id) is None
+
+    await eventually(gone)
+    for store, name in contract.task_objects(done.task_id):
+        assert not await object_exists(rt, store, name), name
+    assert deletions("completed") == before + 1
+    assert (await rt.tasks.get(running.task_id)) == running
+    for store, name in contract.task_objects(running.task_id):
+        assert await object_exists(rt, store, name), name
+    assert await expiry.key_state(rt.js, running.task_id) is None
+
+
+async def test_failed_task_keeps_its_longer_retention(janitor: Runtime) -> None:
+    rt = janitor
+    failed = await add_task(rt, "t-failed", TaskState.FAILED)
+    armed_at = time.monotonic()
+    await rt.publish_event(failed, "failed")
+
+    async def gone() -> bool:
+        return await rt.tasks.get(failed.task_id) is None
+
+    await eventually(gone)
+    assert time.monotonic() - armed_at >= 2.5  # failed_ttl is 3 s, completed_ttl only 2 s
+
+
+async def test_reading_results_restarts_the_clock(janitor: Runtime) -> None:
+    rt = janitor
+    done = await add_task(rt, "t-read", TaskState.COMPLETED)
+    await rt.publish_event(done, "completed")
+
+    async def armed() -> bool:
+        state = await expiry.key_state(rt.js, done.task_id)
+        return state is not None and state.live
+
+    await eventually(armed)
+    await asyncio.sleep(1.2)  # the scenario: a second passes before the results are read
+    assert await expiry.touch(rt.js, done, rt.settings)
+    touched_at = time.monotonic()
+    lease = await rt.js.get_last_msg(contract.EXPIRY_STREAM, expiry.lease_subject(done.task_id))
+    assert expiry.decode_lease(lease.data or b"").last_accessed_at is not None
+
+    async def gone() -> bool:
+        return await rt.tasks.get(done.task_id) is None
+
+    await eventually(gone)
+    assert time.monotonic() - touched_at >= 1.8  # a full 2 s from the read, not from the end
+
+
+async def test_a_task_that_runs_again_is_never_expired(runtime: Runtime) -> None:
+    rt = runtime
+    record = await add_task(rt, "t-again", TaskState.FAILED)
+    assert await expiry.arm(rt.js, record, rt.settings)
+    await expiry.disarm(rt.js, record.task_id)
+    state = await expiry.key_state(rt.js, record.task_id)
+    assert state is not None and not state.live
+    await rt.tasks.requeue(record.task_id)
+    assert not await Housekeeper(rt).expire(record.task_id)
+    assert (await rt.tasks.get(record.task_id)) is not None
+
+
+async def test_touch_never_resurrects_an_expired_lease(runtime: Runtime) -> None:
+    rt = runtime
+    rt.settings = msgspec.structs.replace(rt.settings, completed_ttl=1.0)
+    record = await add_task(rt, "t-late", TaskState.COMPLETED)
+    assert await expiry.arm(rt.js, record, rt.settings)
+    assert not await expiry.arm(rt.js, record, rt.settings)  # already armed
+
+    async def expired() -> bool:
+        state = await expiry.key_state(rt.js, record.task_id)
+        return state is not None and state.expired
+
+    await eventually(expired)
+    assert not await expiry.touch(rt.js, record, rt.settings)
