@@ -364,3 +364,23 @@ async def test_same_seed_same_report(clock: FakeClock) -> None:
     other = await export_once(create_app(make_config(seed=8), clock=clock))
     assert one == two
     assert one != other
+
+
+async def test_a_duration_hint_in_the_description_sets_that_scans_duration() -> None:
+    """Benchmarks give each scan its own duration through the description."""
+    from scanfleet.emulator.config import EmulatorConfig
+    from scanfleet.emulator.state import EmulatorState, Run, Scan
+
+    state = EmulatorState(
+        EmulatorConfig(name="e", access_key="a", secret_key="s", username="u", password="p", scan_duration=5.0),
+        clock=lambda: 0.0,
+    )
+    hinted = Scan(1, "u1", "n", "bench emulator-duration=0.75", "10.0.0.1", [], [], "t", "p", 3, "o", 0, 0, [])
+    plain = Scan(2, "u2", "n", "no hint", "10.0.0.1", [], [], "t", "p", 3, "o", 0, 0, [])
+    assert state.scan_duration(hinted) == 0.75
+    assert state.scan_duration(plain) == 5.0
+    run = state.launch(hinted, 100.0)
+    assert isinstance(run, Run) and run.duration == 0.75
+    pending = state.config.pending_duration
+    assert state.status(hinted, 100.0 + pending + 0.7) == "running"
+    assert state.status(hinted, 100.0 + pending + 0.8) == "completed"

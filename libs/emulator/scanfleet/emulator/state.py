@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from scanfleet.emulator.targets import TargetSpec
 
 ACTIVE = frozenset({"pending", "running"})
 BUSY = frozenset({"pending", "running", "paused", "stopping"})
+_DURATION_HINT = re.compile(r"emulator-duration=(\d+(?:\.\d+)?)")
 MY_SCANS, TRASH = 3, 2
 ADVANCED_UUID = "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"
 BASIC_UUID = "731a8e52-3ea6-a291-ec0a-d2ff0619c19d7bd788d6be818b65"
@@ -74,6 +76,7 @@ class Run:
     stuck_pending: bool = False
     segments: list[tuple[float, float]] = field(default_factory=list)
     model: ReportModel | None = None
+    duration: float = 0.0
 
 
 @dataclass
@@ -154,9 +157,14 @@ class EmulatorState:
         self._next_scan = 5
         self._next_file = 1000
 
-    @property
-    def total_active(self) -> float:
-        return self.config.pending_duration + self.config.scan_duration
+    def total_active(self, run: Run) -> float:
+        return self.config.pending_duration + run.duration
+
+    def scan_duration(self, scan: Scan) -> float:
+        """The configured duration, unless the scan's description carries an
+        ``emulator-duration=<seconds>`` hint (benchmarks give each scan its own)."""
+        match = _DURATION_HINT.search(scan.description)
+        return float(match.group(1)) if match else self.config.scan_duration
 
     def login(self, username: str) -> str:
         token = secrets.token_hex(24)
@@ -214,7 +222,7 @@ class EmulatorState:
 
     def elapsed(self, run: Run, now: float) -> float:
         active = run.accumulated + (now - run.resumed_at if run.resumed_at is not None else 0.0)
-        return min(active, self.total_active)
+        return min(active, self.total_active(run))
 
     def status(self, scan: Scan, now: float) -> str:
         run = scan.run
@@ -231,7 +239,7 @@ class EmulatorState:
         elapsed = self.elapsed(run, now)
         if elapsed < self.config.pending_duration:
             return "pending"
-        return "running" if elapsed < self.total_active else "completed"
+        return "running" if elapsed < self.total_active(run) else "completed"
 
     @staticmethod
     def finished_status(run: Run) -> str:
@@ -250,11 +258,11 @@ class EmulatorState:
         if run.stop_at is not None:
             return run.stop_at + self.config.stopping_duration
         assert run.resumed_at is not None
-        return run.resumed_at + self.total_active - run.accumulated
+        return run.resumed_at + self.total_active(run) - run.accumulated
 
     def scan_fraction(self, run: Run, now: float) -> float:
         done = self.elapsed(run, now) - self.config.pending_duration
-        return max(0.0, min(1.0, done / self.config.scan_duration if self.config.scan_duration > 0 else 1.0))
+        return max(0.0, min(1.0, done / run.duration if run.duration > 0 else 1.0))
 
     def host_progress(self, scan: Scan, now: float) -> list[int]:
         """Percent done per alive host; earlier hosts run ahead so progress looks staggered."""
@@ -272,7 +280,14 @@ class EmulatorState:
     def launch(self, scan: Scan, now: float) -> Run:
         if self.status(scan, now) in BUSY:
             raise ConflictError("Scan is already running")
-        run = Run(len(scan.runs) + 1, str(uuid.uuid4()), now, now, stuck_pending=self.stay_pending)
+        run = Run(
+            len(scan.runs) + 1,
+            str(uuid.uuid4()),
+            now,
+            now,
+            stuck_pending=self.stay_pending,
+            duration=self.scan_duration(scan),
+        )
         scan.runs.append(run)
         scan.modified = int(now)
         self.launches += 1
@@ -280,7 +295,7 @@ class EmulatorState:
 
     def _freeze(self, run: Run, now: float) -> None:
         if run.resumed_at is not None:
-            run.segments.append((run.resumed_at, min(now, run.resumed_at + self.total_active - run.accumulated)))
+            run.segments.append((run.resumed_at, min(now, run.resumed_at + self.total_active(run) - run.accumulated)))
             run.accumulated = self.elapsed(run, now)
             run.resumed_at = None
 
@@ -328,7 +343,7 @@ class EmulatorState:
                 hosts=tuple(scan.alive),
                 seed=self.config.seed,
                 start=run.launched_at + self.config.pending_duration,
-                duration=self.config.scan_duration,
+                duration=run.duration,
                 version=self.config.version,
                 scanner_ip=self.config.scanner_ip,
                 ssh_user=accepted,
@@ -386,7 +401,7 @@ class EmulatorState:
             for run in scan.runs:
                 segments = list(run.segments)
                 if run.resumed_at is not None:
-                    segments.append((run.resumed_at, run.resumed_at + self.total_active - run.accumulated))
+                    segments.append((run.resumed_at, run.resumed_at + self.total_active(run) - run.accumulated))
                 for start, planned_end in segments:
                     if start > now:
                         continue
