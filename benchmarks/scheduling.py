@@ -10,7 +10,10 @@ scan its duration. Prints one JSON object.
 
 Definitions:
 - bound (per pool) = max(total scan time / total capacity, longest scan);
-- makespan (per pool) = last completion - first dispatch in that pool;
+- makespan (per pool) = last completion - first dispatch in that pool (the whole batch is
+  queued before the dispatcher starts);
+- slot overhead = how long a slot is held beyond the scan's own duration (create, launch,
+  polling granularity, export, validation);
 - utilization (per pool) = total scan time / (capacity x makespan);
 - dispatch latency = from a slot becoming free (the completed event of the scan that held
   it) while a request of that pool waits, to the dispatched event that fills it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -185,9 +189,13 @@ async def run(scans: int, mean: float, targeted: float, seed: int) -> dict[str, 
         await asyncio.to_thread(stack.start)
         try:
             await wait_usable(stack)
+            # The whole batch waits before dispatch starts, so the makespan measures scheduling,
+            # not how fast one client can submit.
+            await asyncio.to_thread(stack.stop_process, "dispatcher")
             started = time.perf_counter()
             tasks = await submit_all(stack.gateway_url, planned)
             submitted_s = time.perf_counter() - started
+            await asyncio.to_thread(stack.start_service, "dispatcher")
             events = await collect_events(stack.nats.url, tasks)
             peaks = await asyncio.to_thread(emulator_peaks, stack)
         finally:
@@ -229,7 +237,18 @@ def summarize(
             "utilization": round(sum(durations) / (capacity * makespan), 3),
         }
     latencies = dispatch_latencies(events, tasks)
+    overheads = [
+        ts(kinds["completed"].at) - ts(kinds["dispatched"].at) - tasks[t].duration
+        for t, kinds in events.items()
+        if "completed" in kinds and "dispatched" in kinds
+    ]
     over = {k: v for k, v in peaks.items() if v["max_running_seen"] > v["limit"]}
+    stages: dict[str, list[float]] = defaultdict(list)
+    for task_id, kinds in events.items():
+        steps = [k for k in ("dispatched", "running", "exporting", "validating", "completed") if k in kinds]
+        for a, b in itertools.pairwise(steps):
+            gap = ts(kinds[b].at) - ts(kinds[a].at)
+            stages[f"{a}->{b}"].append(gap - (tasks[task_id].duration if b == "exporting" else 0.0))
     outcomes: dict[str, int] = defaultdict(int)
     for kinds in events.values():
         outcomes[next(k for k in ("completed", "failed", "cancelled", "timeout") if k in kinds)] += 1
@@ -245,7 +264,13 @@ def summarize(
         "makespan_over_bound_max": max(p["makespan_over_bound"] for p in pools.values()),
         "mean_utilization": round(statistics.mean(p["utilization"] for p in pools.values()), 3),
         "over_capacity_scanners": over,
+        "slot_overhead_beyond_scan_s": {
+            "p50": round(percentile(overheads, 0.5), 3),
+            "p90": round(percentile(overheads, 0.9), 3),
+            "max": round(max(overheads), 3),
+        },
         "peak_concurrency": peaks,
+        "stage_p50_s": {k: round(percentile(v, 0.5), 3) for k, v in stages.items()},
         "dispatch_latency_ms": {
             "samples": len(latencies),
             "p50": round(1000 * percentile(latencies, 0.5), 1) if latencies else None,

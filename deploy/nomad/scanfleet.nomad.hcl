@@ -205,6 +205,26 @@ job "scanfleet" {
   group "dispatcher" {
     count = 1
 
+    network {
+      # /health, /ready and /metrics (SCANFLEET_SERVICE_PORT); Prometheus finds it by the "metrics" tag.
+      port "ops" { to = 8081 }
+    }
+
+    service {
+      name     = "scanfleet-dispatcher"
+      provider = "nomad"
+      port     = "ops"
+      tags     = ["metrics"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+
     restart {
       attempts = 5
       interval = "10m"
@@ -264,9 +284,12 @@ job "scanfleet" {
       config {
         image = var.image
         args  = ["dispatcher"]
+        ports = ["ops"]
       }
 
       env {
+        SCANFLEET_SERVICE_HOST = "0.0.0.0"
+        SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
         SCANFLEET_LOG_LEVEL     = var.log_level
       }
@@ -302,6 +325,26 @@ job "scanfleet" {
   # --- agent (and provision) ------------------------------------------------------------
   group "agent" {
     count = var.agent_count
+
+    network {
+      # /health, /ready and /metrics (SCANFLEET_SERVICE_PORT); Prometheus finds it by the "metrics" tag.
+      port "ops" { to = 8081 }
+    }
+
+    service {
+      name     = "scanfleet-agent"
+      provider = "nomad"
+      port     = "ops"
+      tags     = ["metrics"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
 
     restart {
       attempts = 5
@@ -360,12 +403,15 @@ job "scanfleet" {
       config {
         image = var.image
         args  = ["agent"]
+        ports = ["ops"]
         # CA bundles named by ca_bundle: in scanners.yaml can be delivered with one more
         # template (destination "local/ca/dmz-ca.pem") and referenced as
         # /local/ca/dmz-ca.pem, the path of NOMAD_TASK_DIR inside the container.
       }
 
       env {
+        SCANFLEET_SERVICE_HOST = "0.0.0.0"
+        SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
         SCANFLEET_LOG_LEVEL     = var.log_level
         # SCANFLEET_AGENT_INSTANCES = "default/nessus-1,default/nessus-2"
@@ -402,6 +448,26 @@ job "scanfleet" {
   group "validator" {
     count = 1
 
+    network {
+      # /health, /ready and /metrics (SCANFLEET_SERVICE_PORT); Prometheus finds it by the "metrics" tag.
+      port "ops" { to = 8081 }
+    }
+
+    service {
+      name     = "scanfleet-validator"
+      provider = "nomad"
+      port     = "ops"
+      tags     = ["metrics"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+
     restart {
       attempts = 5
       interval = "10m"
@@ -415,9 +481,12 @@ job "scanfleet" {
       config {
         image = var.image
         args  = ["validator"]
+        ports = ["ops"]
       }
 
       env {
+        SCANFLEET_SERVICE_HOST = "0.0.0.0"
+        SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_LOG_LEVEL = var.log_level
       }
 
@@ -439,6 +508,26 @@ job "scanfleet" {
   group "janitor" {
     count = 1
 
+    network {
+      # /health, /ready and /metrics (SCANFLEET_SERVICE_PORT); Prometheus finds it by the "metrics" tag.
+      port "ops" { to = 8081 }
+    }
+
+    service {
+      name     = "scanfleet-janitor"
+      provider = "nomad"
+      port     = "ops"
+      tags     = ["metrics"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+
     restart {
       attempts = 5
       interval = "10m"
@@ -452,9 +541,12 @@ job "scanfleet" {
       config {
         image = var.image
         args  = ["janitor"]
+        ports = ["ops"]
       }
 
       env {
+        SCANFLEET_SERVICE_HOST = "0.0.0.0"
+        SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_LOG_LEVEL = var.log_level
       }
 

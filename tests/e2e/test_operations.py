@@ -23,7 +23,6 @@ from nats.js.errors import NotFoundError
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from scanfleet.common.embedded import free_port
 from tests.e2e.conftest import scanner_named, wait_terminal
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +37,6 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SCANFLEET_COMPLETED_TTL": "3",
         "SCANFLEET_FAILED_TTL": "600",
         "SCANFLEET_HOUSEKEEPING_INTERVAL": "0.5",
-        "SCANFLEET_SERVICE_PORT": str(free_port()),
         "SCANFLEET_ADMIN_TOKEN": TOKEN,
     }
     options = StackOptions(data_dir=tmp_path_factory.mktemp("ops"), scan_duration=1.0, poll_interval=0.2, extra_env=env)
@@ -150,9 +148,10 @@ async def test_completed_scan_expires_and_hand_made_scans_stay(ops: Stack) -> No
             return (await http.get(f"/v1/scans/{task_id}")).status_code == 404
 
         await until(gone)
-        port = ops.options.extra_env["SCANFLEET_SERVICE_PORT"]
+        port = ops.service_ports["janitor"]
         metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-        counted = [line for line in metrics.splitlines() if line.startswith('ttl_deletions_total{state="completed"}')]
+        series = 'nessus_ttl_deletions_total{state="completed"}'
+        counted = [line for line in metrics.splitlines() if line.startswith(series)]
         assert counted and float(counted[0].split()[-1]) >= 1
 
     nc = await nats.connect(ops.nats.url)

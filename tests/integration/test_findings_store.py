@@ -221,7 +221,7 @@ async def test_hostile_exports_fail_with_reason_and_dead_letter(runtime: Runtime
         with pytest.raises(GatewayError) as info:
             await Results(Gateway(runtime)).scan_results(task_id)
         assert info.value.code == "no_results"
-    assert metrics.VALIDATION_FAILURES.labels(reason="xml_forbidden")._value.get() >= 2
+    assert metrics.VALIDATION_FAILURES.labels(pool="default", reason="xml_forbidden")._value.get() >= 2
 
     after = await submit_export(runtime, (CORPUS / "sner4__parser-nessus-simple.nessus").read_bytes(), hosts=2)
     record = await wait_terminal(runtime, after)

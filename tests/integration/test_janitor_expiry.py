@@ -63,7 +63,7 @@ async def object_exists(rt: Runtime, store: str, name: str) -> bool:
 
 
 def deletions(state: str) -> float:
-    return REGISTRY.get_sample_value("ttl_deletions_total", {"state": state}) or 0.0
+    return REGISTRY.get_sample_value("nessus_ttl_deletions_total", {"state": state}) or 0.0
 
 
 @pytest.fixture

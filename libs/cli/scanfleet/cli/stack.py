@@ -86,6 +86,8 @@ class Stack:
         self.nats = NatsServer(self.data_dir / "nats", host=options.host, port=options.nats_port)
         self.gateway_port = options.gateway_port or free_port(options.host)
         self.emulator_ports = {s: free_port(options.host) for s in options.fleet}
+        # /health, /ready, /metrics of each service process (the gateway serves them on its own port).
+        self.service_ports = {s: free_port(options.host) for s in SERVICES if s != "gateway"}
         self.secrets = {s: (secrets.token_hex(32), secrets.token_hex(32)) for s in options.fleet}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.credential_keys = generate_key_spec("k1")
@@ -99,6 +101,12 @@ class Stack:
     @property
     def mcp_url(self) -> str:
         return f"{self.gateway_url}/mcp"
+
+    def service_url(self, name: str) -> str:
+        """Where a service process serves /health, /ready and /metrics."""
+        if name == "gateway":
+            return self.gateway_url
+        return f"http://{self.options.host}:{self.service_ports[name]}"
 
     def emulator_url(self, scanner: EmulatedScanner) -> str:
         return f"http://{self.options.host}:{self.emulator_ports[scanner]}"
@@ -195,10 +203,14 @@ class Stack:
     # Processes --------------------------------------------------------------------------
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        ops: dict[str, str] = {}
+        if args[0] in SERVICES and args[0] != "gateway":
+            port = self.service_ports.setdefault(name, free_port(self.options.host))
+            ops = {"SCANFLEET_SERVICE_HOST": self.options.host, "SCANFLEET_SERVICE_PORT": str(port)}
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanfleet.cli", *args],
-            env={**self.service_env(args[0]), **(env or {})},
+            env={**self.service_env(args[0]), **ops, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -35,11 +35,13 @@ def main(args: argparse.Namespace) -> int:
         stack.stop()
         return 1
     scanners = ", ".join(f"{s.pool}/{s.id}" for s in options.fleet)
+    ops = ", ".join(f"{name} {stack.service_url(name)}" for name in ("gateway", *stack.service_ports))
     print(
         f"scanfleet: ready in {time.monotonic() - started:.1f}s\n"
         f"  MCP endpoint : {stack.mcp_url}\n"
         f"  REST API     : {stack.gateway_url}/v1  (e.g. {stack.gateway_url}/v1/scanners)\n"
         f"  NATS         : {stack.nats.url}\n"
+        f"  ops (/metrics, /health, /ready): {ops}\n"
         f"  scanners     : {scanners} (emulated, scans take ~{options.scan_duration:.0f}s)\n"
         f"  logs         : {stack.logs}\n"
         "Press Ctrl-C to stop.",

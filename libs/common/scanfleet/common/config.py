@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stale_validating_after: float = 2 * 3600.0
     # Admin REST routes (/v1/admin) are refused unless this bearer token is set.
     admin_token: str | None = None
+    # Validator: worker processes that parse big exports in parallel (unset: 2 on 2+ cores, 0 on one).
+    validator_parse_workers: int | None = None
 
     def __repr__(self) -> str:
         return f"Settings(nats_url={self.nats_url!r}, credential_keys={'<set>' if self.credential_keys else None})"

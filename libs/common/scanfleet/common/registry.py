@@ -55,7 +55,7 @@ class ScannerView(msgspec.Struct, kw_only=True):
     @property
     def usable(self) -> bool:
         """May receive new work: enabled, its agent alive, its scanner able to launch scans and
-        its circuit breaker not open."""
+        its circuit breaker closed (half open means its one trial call is still deciding)."""
         hb = self.heartbeat
         return (
             self.entry.enabled
@@ -64,7 +64,7 @@ class ScannerView(msgspec.Struct, kw_only=True):
             and hb.reachable
             and hb.authenticated
             and hb.scan_api
-            and hb.circuit != "open"
+            and hb.circuit == "closed"
         )
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
@@ -23,7 +24,7 @@ from scanfleet.common.config import Settings
 from scanfleet.common.logs import setup_logging
 from scanfleet.common.messages import DeadLetter, TaskEvent, encode, scrub_credentials, utcnow
 from scanfleet.common.tasks import TaskRecord, TaskStore
-from scanfleet.common.telemetry import inject_headers, setup_tracing
+from scanfleet.common.telemetry import publish, setup_tracing, shutdown_tracing
 
 log = logging.getLogger("scanfleet.runtime")
 
@@ -55,8 +56,8 @@ class Runtime:
             detail=detail,
             instance=record.instance,
         )
-        headers = inject_headers({contract.HDR_MSG_ID: f"{record.task_id}:{kind}:{record.updated_at.timestamp()}"})
-        await self.js.publish(contract.event_subject(record.task_id, kind), encode(event), headers=headers)
+        headers = {contract.HDR_MSG_ID: f"{record.task_id}:{kind}:{record.updated_at.timestamp()}"}
+        await publish(self.js, contract.event_subject(record.task_id, kind), encode(event), headers)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         """Publish a dead letter; any credentials in the original message are removed first."""
@@ -66,7 +67,7 @@ class Runtime:
         ids: dict[str, str] = {}
         if letter.original_stream and letter.original_seq:
             ids[contract.HDR_MSG_ID] = contract.dead_letter_msg_id(letter.original_stream, letter.original_seq)
-        await self.js.publish(subject, encode(letter), headers=inject_headers(ids))
+        await publish(self.js, subject, encode(letter), ids)
 
     @property
     def connected(self) -> bool:
@@ -124,8 +125,11 @@ def run(service: str, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> 
     settings = Settings.from_env()
     setup_logging(service, settings.log_level)
     setup_tracing(service)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main(settings))
+    finally:
+        shutdown_tracing()
     return 0
 
 
@@ -142,13 +146,27 @@ async def wait_stopping(rt: Runtime, *tasks: asyncio.Task[None]) -> None:
 
 
 async def pull(rt: Runtime, stream: str, durable: str, *, batch: int, wait: float = 2.0) -> AsyncIterator[list[Msg]]:
-    """Batches from a durable pull consumer, forever; an empty poll or a NATS outage just loops."""
+    """Batches from a durable pull consumer, forever; an empty poll or a NATS outage just loops.
+
+    nats-py's ``fetch(n)`` that catches one message mid-wait keeps waiting for ``n`` until
+    its timeout, so a lone message could sit for the whole ``wait``. Instead: block for one,
+    then take whatever else is already there.
+    """
     sub = await rt.js.pull_subscribe_bind(durable=durable, stream=stream)
     while True:
         try:
-            yield await sub.fetch(batch=batch, timeout=wait)
+            msgs = await sub.fetch(batch=1, timeout=wait)
         except (NatsTimeout, FetchTimeoutError, TimeoutError):
             continue
+        except NatsError as exc:
+            # While the server restarts: no responders, JetStream not ready, connection reset.
+            log.warning("pull from %s/%s failed (%s); retrying", stream, durable, exc)
+            await asyncio.sleep(0.5)
+            continue
+        if batch > 1:
+            with contextlib.suppress(NatsTimeout, FetchTimeoutError, TimeoutError, NatsError):
+                msgs += await sub.fetch(batch=batch - 1, timeout=0.01)
+        yield msgs
 
 
 async def keep_in_progress(msg: Msg, every: float) -> None:

@@ -17,7 +17,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from scanfleet.common.bus import kv_get
-from scanfleet.common.messages import ResultsSummary, ScanType, utcnow
+from scanfleet.common.messages import ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
 
 
 class TaskState(StrEnum):
@@ -80,6 +80,22 @@ class FindingsRef(msgspec.Struct, kw_only=True):
     sha256: str
 
 
+class ValidationStamp(msgspec.Struct, kw_only=True):
+    """Which validator version judged which export (by SHA-256), and when.
+
+    A redelivered export event for the same pair is a no-op; a rewound validator consumer with a new
+    version, or a changed export, re-validates an ended task without changing its state.
+    """
+
+    validator_version: str
+    export_sha256: str
+    validated_at: datetime
+    ok: bool
+    reason: str | None = None
+    revalidated_at: datetime | None = None
+    revalidations: int = 0
+
+
 class TaskRecord(msgspec.Struct, kw_only=True):
     v: int = 1
     task_id: str
@@ -121,6 +137,8 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     paused_seconds: float = 0.0
     # Operator retries (``TaskStore.requeue``): how many times the task was sent round again.
     retries: int = 0
+    # The validator's last judgement of the export (see ``ValidationStamp``).
+    validation: ValidationStamp | None = None
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})
@@ -229,3 +247,22 @@ class TaskStore:
                 continue
             return record
         raise RuntimeError(f"task {task_id}: gave up after {self.max_conflicts} write conflicts")
+
+
+def request_of(
+    record: TaskRecord, *, credentials: SealedCredentials | None = None, credential_ref: str | None = None
+) -> ScanRequest:
+    """The task's scan request, built from its record (sealed credentials only when given)."""
+    return ScanRequest(
+        task_id=record.task_id,
+        trace_id=record.trace_id,
+        pool=record.pool,
+        scanner_instance=record.requested_instance,
+        scan_type=record.scan_type,
+        targets=record.targets,
+        name=record.name,
+        description=record.description,
+        submitted_at=record.created_at,
+        credential_ref=credential_ref,
+        credentials=credentials,
+    )

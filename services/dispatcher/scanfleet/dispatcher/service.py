@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import msgspec
 from nats.aio.msg import Msg
 
-from scanfleet.common import capacity, contract
+from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.contract import instance_key
 from scanfleet.common.lease import Lease
@@ -30,12 +30,12 @@ from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime, dead_letter_for, pull, run, service_runtime, wait_stopping
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import extract_context, inject_headers, tracer
+from scanfleet.common.telemetry import consumer_span, publish
+from scanfleet.dispatcher import metrics
 from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
 from scanfleet.dispatcher.stats import PoolStatsTracker
 
 log = logging.getLogger("scanfleet.dispatcher")
-_tracer = tracer("scanfleet.dispatcher")
 
 LEASE_KEY = "dispatcher"
 
@@ -126,9 +126,15 @@ class PoolDispatcher:
                     await held.msg.in_progress()
 
     async def _schedule_loop(self) -> None:
+        me = asyncio.current_task()
         while True:
+            # On 3.11 asyncio.wait_for (also inside nats-py's requests) swallows a cancel that lands
+            # as its future completes; the task still counts it, so honour it here.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await self.wake.wait()
             self.wake.clear()
             if self.waiting:
                 await self._schedule_once()
@@ -169,6 +175,9 @@ class PoolDispatcher:
         request = held.request
         key = instance_key(self.pool, decision.instance)
         with task_context(request.task_id, request.trace_id):
+            if not decision.already_reserved and not await self._still_queued(held):
+                self.wake.set()
+                return True
             if not decision.already_reserved and not await capacity.reserve(self.rt.capacity, key, request.task_id):
                 return False
 
@@ -176,10 +185,15 @@ class PoolDispatcher:
                 record.instance = decision.instance
                 record.dispatch_attempts += 1
 
-            with _tracer.start_as_current_span(
+            with consumer_span(
+                held.msg,
                 "dispatch scan",
-                context=extract_context(held.msg.headers),
-                attributes={"scanfleet.pool": self.pool, "scanfleet.scanner": key},
+                trace_id=request.trace_id,
+                attributes={
+                    "scanfleet.task_id": request.task_id,
+                    "scanfleet.pool": self.pool,
+                    "scanfleet.scanner": key,
+                },
             ):
                 try:
                     record = await self.rt.tasks.transition(request.task_id, TaskState.DISPATCHED, dispatched)
@@ -199,6 +213,19 @@ class PoolDispatcher:
                 log.info("assigned to %s", key)
             return True
 
+    async def _still_queued(self, held: Held) -> bool:
+        """A task cancelled while it waited is dropped before any slot is reserved for it; the
+        gateway deleted its request already, so the ack below is a no-op kept for safety."""
+        task_id = held.request.task_id
+        record = await self.rt.tasks.get(task_id)
+        if record is not None and record.state is TaskState.QUEUED:
+            return True
+        log.info("task left the queue before dispatch (%s); dropping its request", record and record.state)
+        with contextlib.suppress(Exception):
+            await held.msg.ack()
+        self.waiting.pop(task_id, None)
+        return False
+
     async def _publish_assignment(self, record: TaskRecord, request: ScanRequest) -> None:
         assert record.instance is not None
         assignment = Assignment(
@@ -209,17 +236,12 @@ class PoolDispatcher:
             request=request,
             assigned_at=utcnow(),
         )
-        headers = inject_headers(
-            {
-                contract.HDR_MSG_ID: f"assign:{record.task_id}:{record.dispatch_attempts}",
-                contract.HDR_TASK_ID: record.task_id,
-            }
-        )
-        await self.rt.js.publish(
-            contract.assignment_subject(record.pool, record.instance, record.task_id),
-            encode(assignment),
-            headers=headers,
-        )
+        headers = {
+            contract.HDR_MSG_ID: f"assign:{record.task_id}:{record.dispatch_attempts}",
+            contract.HDR_TASK_ID: record.task_id,
+        }
+        subject = contract.assignment_subject(record.pool, record.instance, record.task_id)
+        await publish(self.rt.js, subject, encode(assignment), headers)
 
 
 class Dispatcher:
@@ -235,6 +257,10 @@ class Dispatcher:
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.dispatchers: dict[str, PoolDispatcher] = {}
         self.reload_requested = asyncio.Event()
+
+    async def mirror_ready(self) -> bool:
+        m = self.mirror
+        return m.registry.ready.is_set() and m.slots.ready.is_set() and m.agents.ready.is_set()
 
     async def reload(self) -> None:
         """Re-read scanners.yaml: new scanners and pools, limits, enabled flags, removals."""
@@ -287,6 +313,12 @@ class Dispatcher:
                     await self.lease.release()
 
     def _ensure_pools(self) -> None:
+        """Start a dispatcher for every pool, and restart any that died (logging why)."""
+        for pool, task in list(self.pools.items()):
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                log.error("pool %s dispatcher stopped (%r); restarting it", pool, error)
+                del self.pools[pool]
         pools = {v.entry.pool for v in self.mirror.views()}
         for pool in sorted(pools - set(self.pools)):
             dispatcher = PoolDispatcher(self.rt, self.mirror, pool)
@@ -310,7 +342,12 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, dispatcher.reload_requested.set)
-        await wait_stopping(rt, asyncio.create_task(dispatcher.run()))
+        async with ops_http.serving(
+            rt,
+            checks={"fleet_mirror": dispatcher.mirror_ready},
+            refresh=[lambda: metrics.refresh(rt, dispatcher.mirror.views())],
+        ):
+            await wait_stopping(rt, asyncio.create_task(dispatcher.run()))
 
 
 def main() -> int:

@@ -10,9 +10,10 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from nats.js.errors import NotFoundError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from scanfleet.common import contract
+from scanfleet.common.ops_http import metrics_text
 from scanfleet.common.runtime import Runtime
 from scanfleet.gateway.admin import admin_router
 from scanfleet.gateway.control_tools import control_router
@@ -58,7 +59,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await metrics_text(rt), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/scans", status_code=202)
     async def submit_scan(request: Request) -> dict[str, Any]:

@@ -1,57 +1,76 @@
 """Cancel, pause and resume: the gateway records the operator's wish, the agent applies it.
 
-A queued task is cancelled on the spot (the dispatcher drops requests whose task left the
-queue and frees any slot). Once dispatched, only the agent holding the task can stop,
-pause or resume its Nessus scan, so the gateway writes the request into the task record
-(CAS) and the agent, which re-reads the record at every poll, carries it out and records
-what holds (``paused``, or the final ``cancelled``).
+A queued task is cancelled on the spot: the record moves to ``cancelled`` (CAS), then its
+request is deleted from SCAN_REQUESTS so queue depth and positions stop counting it at
+once, and any slot it holds is released. The dispatcher may still hold the deleted
+request unacked; it reads the record before reserving anything, drops the task, and its
+late ack is a no-op. Once dispatched, only the agent holding the task can stop, pause or
+resume its Nessus scan, so the gateway writes the request into the record (CAS) and the
+agent, which re-reads the record at every poll, carries it out and records what holds
+(``paused``, or the final ``cancelled`` with its slot released).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
-from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
+from nats.js.errors import BadRequestError, NotFoundError
+
+from scanfleet.common import capacity, contract
+from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway import views
 from scanfleet.gateway.core import Gateway, GatewayError
 
+log = logging.getLogger("scanfleet.gateway")
+
+Action = Literal["cancel", "pause", "resume"]
 IN_FLIGHT = frozenset({TaskState.DISPATCHED, TaskState.RUNNING, TaskState.EXPORTING})
 MAX_REASON = 500
 
 
+def refusal(action: Action, record: TaskRecord) -> str | None:
+    """Why ``action`` makes no sense for the task as it stands; None when it may go ahead."""
+    state = record.state
+    if state.terminal:
+        return f"the scan has already ended ({state}); there is nothing left to {action}"
+    if action == "cancel":
+        if state is TaskState.VALIDATING:
+            return "the scan has finished on Nessus and its results are being validated; it can no longer be cancelled"
+        return None
+    if record.cancel_requested:
+        return f"a cancel is already under way ({record.cancel_requested})"
+    if action == "pause":
+        if state in (TaskState.QUEUED, TaskState.DISPATCHED):
+            return "the scan has not started on Nessus yet; pause it once get_scan_status shows running"
+        if state is not TaskState.RUNNING:
+            return "the scan has finished on Nessus; there is nothing left to pause"
+        return None
+    if state is not TaskState.RUNNING:
+        return "only a paused running scan can be resumed"
+    if not record.pause_requested:
+        return "the scan is not paused"
+    return None
+
+
 class _Refused(Exception):
-    def __init__(self, state: TaskState) -> None:
-        self.state = state
-
-
-def _refuse(action: str, record: TaskRecord, why: str) -> GatewayError:
-    return GatewayError(
-        409, f"cannot_{action}", f"task {record.task_id} is {record.state}: {why}", state=str(record.state)
-    )
+    pass
 
 
 class ScanControl:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.tasks = gateway.rt.tasks
+        self.rt = gateway.rt
 
     async def cancel(self, task_id: str, reason: str = "") -> dict[str, Any]:
-        record = await self.gateway.record(task_id)
         why = (reason.strip() or "cancelled by operator")[:MAX_REASON]
+        record = await self.gateway.record(task_id)
         if record.state is TaskState.QUEUED:
-            try:
-                record = await self.tasks.transition(task_id, TaskState.CANCELLED, _ended(why))
-            except IllegalTransition:
-                record = await self.gateway.record(task_id)
-            else:
-                await self.gateway.rt.publish_event(record, "cancelled", detail=why)
-                return _answer(record, "Cancelled before dispatch.")
-        if record.state not in IN_FLIGHT:
-            raise _refuse("cancel", record, "only queued, dispatched, running or exporting scans can be cancelled")
+            cancelled = await self._cancel_queued(task_id, why)
+            if cancelled is not None:
+                return _answer(cancelled, "Cancelled before dispatch; it has left the queue.")
 
         def request(r: TaskRecord) -> None:
-            if r.state not in IN_FLIGHT:
-                raise _Refused(r.state)
             r.cancel_requested = r.cancel_requested or why
 
         record = await self._update(task_id, "cancel", request)
@@ -59,42 +78,65 @@ class ScanControl:
 
     async def pause(self, task_id: str) -> dict[str, Any]:
         def request(r: TaskRecord) -> None:
-            if r.state is not TaskState.RUNNING or r.cancel_requested:
-                raise _Refused(r.state)
             r.pause_requested = True
 
         record = await self._update(task_id, "pause", request)
-        return _answer(record, "Pause requested; status shows paused once Nessus has paused the scan.")
+        if record.paused:
+            return _answer(record, "The scan is already paused.")
+        return _answer(record, "Pause requested; get_scan_status shows paused: true once Nessus has paused the scan.")
 
     async def resume(self, task_id: str) -> dict[str, Any]:
         def request(r: TaskRecord) -> None:
-            if r.state is not TaskState.RUNNING or not r.pause_requested:
-                raise _Refused(r.state)
             r.pause_requested = False
 
         record = await self._update(task_id, "resume", request)
-        return _answer(record, "Resume requested; status shows paused false once Nessus runs the scan again.")
+        return _answer(record, "Resume requested; get_scan_status shows paused: false once Nessus runs it again.")
 
-    async def _update(self, task_id: str, action: str, change: Any) -> TaskRecord:
-        record = await self.gateway.record(task_id)
+    async def _cancel_queued(self, task_id: str, why: str) -> TaskRecord | None:
+        """End a task that is still queued; None when the dispatcher took it first."""
+
+        def apply(r: TaskRecord) -> None:
+            # Re-checked on every CAS retry: a task dispatched meanwhile needs its agent to stop it.
+            if r.state is not TaskState.QUEUED:
+                raise _Refused
+            r.error = why
+            r.error_reason = "cancelled"
+
         try:
-            return await self.tasks.update(task_id, change)
+            record = await self.rt.tasks.transition(task_id, TaskState.CANCELLED, apply)
+        except _Refused:
+            return None
+        await self.rt.publish_event(record, "cancelled", detail=why)
+        await self._withdraw_request(record)
+        holder = await capacity.holder_of(self.rt.capacity, task_id)
+        if holder is not None:
+            await capacity.release(self.rt.capacity, holder, task_id)
+        return record
+
+    async def _withdraw_request(self, record: TaskRecord) -> None:
+        subject = contract.request_subject(record.pool, record.task_id)
+        try:
+            msg = await self.rt.js.get_last_msg(contract.REQUESTS_STREAM, subject)
+            if msg.seq is not None:
+                await self.rt.js.delete_msg(contract.REQUESTS_STREAM, msg.seq)
+        except (NotFoundError, BadRequestError) as exc:
+            log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
+
+    async def _update(self, task_id: str, action: Action, change: Any) -> TaskRecord:
+        def guarded(r: TaskRecord) -> None:
+            if refusal(action, r) is not None:
+                raise _Refused
+            change(r)
+
+        await self.gateway.record(task_id)
+        try:
+            return await self.rt.tasks.update(task_id, guarded)
         except _Refused:
             record = await self.gateway.record(task_id)
-            why = {
-                "cancel": "only in-flight scans can be cancelled",
-                "pause": "only a running scan that is not being cancelled can be paused",
-                "resume": "only a paused (or pausing) running scan can be resumed",
-            }[action]
-            raise _refuse(action, record, why) from None
-
-
-def _ended(why: str) -> Any:
-    def apply(r: TaskRecord) -> None:
-        r.error = why
-        r.error_reason = "cancelled"
-
-    return apply
+            why = refusal(action, record) or "the task changed state meanwhile; try again"
+            raise GatewayError(
+                409, f"cannot_{action}", f"task {task_id} is {record.state}: {why}", state=str(record.state)
+            ) from None
 
 
 def _answer(record: TaskRecord, message: str) -> dict[str, Any]:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Request
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
 from scanfleet.common.credentials import CredentialError, parse
 from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
+from scanfleet.gateway.errors import call
 
 AuthScanType = Literal["authenticated", "authenticated_privileged"]
 Escalation = Literal["sudo", "su", "su+sudo", "pbrun", "dzdo"]
-
-
-async def call(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    try:
-        return await coro
-    except GatewayError as exc:
-        raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
 
 
 def register_control_tools(mcp: MCPServer, gateway: Gateway) -> None:

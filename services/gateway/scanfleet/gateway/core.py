@@ -14,12 +14,13 @@ from scanfleet.common import contract
 from scanfleet.common.bus import kv_get
 from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import ScanRequest, ScanType, SealedCredentials, encode, utcnow
+from scanfleet.common.messages import ScanType, SealedCredentials, encode, utcnow
+from scanfleet.common.metrics import SCANS
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import InvalidTarget, parse_targets
-from scanfleet.common.tasks import TaskRecord, TaskState
-from scanfleet.common.telemetry import current_trace_id, inject_headers, tracer
+from scanfleet.common.tasks import TaskRecord, TaskState, request_of
+from scanfleet.common.telemetry import current_trace_id, publish, tracer
 from scanfleet.gateway import views
 from scanfleet.gateway.queue import QueueView
 from scanfleet.gateway.sealing import CredentialSealer
@@ -135,6 +136,7 @@ class Gateway:
                 await self.rt.tasks.create(record)
                 await self.rt.publish_event(record, "queued")
                 await self._enqueue(record, self.sealer.seal(submit.credentials, task_id), submit.credential_ref)
+                SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
                 placement = await self.queue.placement(pool, task_id, views_)
         return views.submitted(record, placement, views_)
@@ -167,24 +169,10 @@ class Gateway:
     async def _enqueue(
         self, record: TaskRecord, sealed: SealedCredentials | None = None, credential_ref: str | None = None
     ) -> None:
-        request = ScanRequest(
-            task_id=record.task_id,
-            trace_id=record.trace_id,
-            pool=record.pool,
-            scanner_instance=record.requested_instance,
-            scan_type=record.scan_type,
-            targets=record.targets,
-            name=record.name,
-            description=record.description,
-            submitted_at=record.created_at,
-            credential_ref=credential_ref,
-            credentials=sealed,
-        )
-        headers = inject_headers({contract.HDR_MSG_ID: record.task_id, contract.HDR_TASK_ID: record.task_id})
+        request = request_of(record, credentials=sealed, credential_ref=credential_ref)
+        headers = {contract.HDR_MSG_ID: record.task_id, contract.HDR_TASK_ID: record.task_id}
         try:
-            await self.rt.js.publish(
-                contract.request_subject(record.pool, record.task_id), encode(request), headers=headers
-            )
+            await publish(self.rt.js, contract.request_subject(record.pool, record.task_id), encode(request), headers)
         except Exception as exc:
             error = f"could not enqueue: {exc}"
 

@@ -8,22 +8,18 @@ from typing import Any
 import msgspec
 from fastapi import APIRouter, Query
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import TextContent
 
 from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.errors import call
 from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
 from scanfleet.gateway.results import results_service
 
 
-async def call(coro: Awaitable[dict[str, Any]]) -> TextContent:
-    """Compact JSON text (the SDK would indent a dict and repeat it as structured content, doubling the
-    tokens); a refusal becomes a tool error the model can read and act on (as in ``tools.call``)."""
-    try:
-        result = await coro
-    except GatewayError as exc:
-        raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
-    return TextContent(type="text", text=msgspec.json.encode(result).decode())
+async def compact(coro: Awaitable[dict[str, Any]]) -> TextContent:
+    """Compact JSON text: the SDK would indent a dict and repeat it as structured content,
+    doubling the tokens of the largest responses scanfleet gives."""
+    return TextContent(type="text", text=msgspec.json.encode(await call(coro)).decode())
 
 
 def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
@@ -55,7 +51,7 @@ def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
         page_size: 1-200 (default 10). Pass page.next_cursor back as cursor, with the same filters and sort,
         for the next page. For one finding's complete plugin output use get_finding.
         """
-        return await call(
+        return await compact(
             results.scan_results(
                 task_id,
                 filters=filters,
@@ -74,13 +70,13 @@ def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
         """Per-host results: without host, every scanned host with OS, severity counts and authentication
         verdict (success | failed | partial | not_attempted | not_evaluable), paged. With host (IP or name),
         that host's properties, the evidence behind its authentication verdict and its top findings."""
-        return await call(results.host_summary(task_id, host, page_size=page_size, cursor=cursor))
+        return await compact(results.host_summary(task_id, host, page_size=page_size, cursor=cursor))
 
     @mcp.tool()
     async def get_finding(task_id: str, host: str, plugin_id: int, port: int | None = None) -> TextContent:
         """One plugin's result on one host (every port it reported on, or just port), with the whole
         description, solution and plugin output."""
-        return await call(results.finding(task_id, host, plugin_id, port))
+        return await compact(results.finding(task_id, host, plugin_id, port))
 
 
 _FILTER_PARAMS = tuple(k for k in FILTER_KEYS)

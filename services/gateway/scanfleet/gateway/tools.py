@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
 from scanfleet.gateway.control_tools import register_control_tools
-from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
+from scanfleet.gateway.core import Gateway, SubmitScan
+from scanfleet.gateway.errors import call
 from scanfleet.gateway.queue_tools import register_queue_tools
 from scanfleet.gateway.results_tools import register_results_tools
 
@@ -18,14 +17,6 @@ INSTRUCTIONS = (
     "task_id at once; poll get_scan_status until status is completed, failed, cancelled or timeout, then "
     "read get_scan_results. Only scan targets you are authorised to scan."
 )
-
-
-async def call(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """Run a gateway operation; a refusal becomes a tool error the model can read and act on."""
-    try:
-        return await coro
-    except GatewayError as exc:
-        raise ToolError(f"{exc.code}: {exc.message} {exc.details or ''}".strip()) from None
 
 
 def build_mcp(gateway: Gateway) -> MCPServer:

@@ -20,9 +20,8 @@ from scanfleet.common import contract, expiry
 from scanfleet.common.messages import DeadLetter, decode, encode
 from scanfleet.common.registry import fleet_view
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition, TaskState
-from scanfleet.common.telemetry import inject_headers
-from scanfleet.janitor.stale import request_of
+from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition, TaskState, request_of
+from scanfleet.common.telemetry import publish
 
 
 class AdminError(Exception):
@@ -174,9 +173,9 @@ async def retry(rt: Runtime, seq: int, *, actor: str = "operator") -> RetryOutco
     request.credential_ref = credential_ref
     msg_id = f"{record.task_id}-retry{record.retries}"
     subject = contract.request_subject(record.pool, record.task_id)
-    headers = inject_headers({contract.HDR_MSG_ID: msg_id, contract.HDR_TASK_ID: record.task_id})
+    headers = {contract.HDR_MSG_ID: msg_id, contract.HDR_TASK_ID: record.task_id}
     try:
-        await rt.js.publish(subject, encode(request), headers=headers)
+        await publish(rt.js, subject, encode(request), headers)
     except Exception as exc:
         error = f"the retry could not be queued: {exc}"
 

@@ -13,18 +13,14 @@ import logging
 
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, NotFoundError
-from prometheus_client import Counter
 
 from scanfleet.common import contract, expiry
 from scanfleet.common.logs import task_context
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskNotFound
+from scanfleet.janitor.metrics import TTL_DELETIONS, count_ended
 
 log = logging.getLogger("scanfleet.janitor")
-
-TTL_DELETIONS = Counter(
-    "ttl_deletions", "Ended tasks deleted with their stored results when their retention ran out", ["state"]
-)
 
 
 def task_of_event(subject: str) -> str:
@@ -48,6 +44,7 @@ class Housekeeper:
             with task_context(task_id, record.trace_id):
                 if await expiry.arm(self.rt.js, record, self.rt.settings):
                     log.info("expiry armed for the %s task", record.state)
+            count_ended(record, msg.subject.rsplit(".", 1)[-1])
         await msg.ack()
 
     async def on_lease_message(self, msg: Msg) -> None:

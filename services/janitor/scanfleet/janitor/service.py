@@ -6,22 +6,22 @@
 - stale work: ends tasks stuck past their state's limit and frees slots whose tasks are
   accounted for (``stale``).
 
-With ``SCANFLEET_SERVICE_PORT`` set it serves Prometheus metrics (``ttl_deletions_total``).
+With ``SCANFLEET_SERVICE_PORT`` set it serves /health, /ready and /metrics (``janitor/metrics.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
-from prometheus_client import start_http_server
 
-from scanfleet.common import contract
+from scanfleet.common import contract, ops_http
 from scanfleet.common.config import Settings
 from scanfleet.common.runtime import Runtime, pull, run, service_runtime, wait_stopping
+from scanfleet.common.telemetry import consumer_span
+from scanfleet.janitor import metrics
 from scanfleet.janitor.deadletters import AdvisoryHandler, on_dead_letter
 from scanfleet.janitor.housekeeping import Housekeeper
 from scanfleet.janitor.stale import Sweeper
@@ -33,7 +33,8 @@ async def consume(rt: Runtime, stream: str, durable: str, handler: Callable[[Msg
     async for msgs in pull(rt, stream, durable, batch=20, wait=1.0):
         for msg in msgs:
             try:
-                await handler(msg)
+                with consumer_span(msg, f"janitor {durable}"):
+                    await handler(msg)
             except Exception:
                 log.exception("handling %s failed; it will be redelivered", msg.subject)
 
@@ -41,7 +42,9 @@ async def consume(rt: Runtime, stream: str, durable: str, handler: Callable[[Msg
 async def sweep_forever(sweeper: Sweeper, every: float) -> None:
     while True:
         try:
-            await sweeper.sweep()
+            report = await sweeper.sweep()
+            for reason in report.ended.values():
+                metrics.STALE_ENDED.labels(reason=reason).inc()
         except Exception:
             log.exception("sweep failed; trying again next round")
         await asyncio.sleep(every)
@@ -65,11 +68,10 @@ def workers(rt: Runtime) -> list[asyncio.Task[None]]:
 
 
 async def serve(settings: Settings) -> None:
-    if settings.service_port is not None:
-        with contextlib.suppress(OSError):
-            start_http_server(settings.service_port, addr=settings.service_host)
     async with service_runtime("janitor", settings) as rt:
-        await wait_stopping(rt, *workers(rt))
+        census = metrics.DlqCensus(rt.js)
+        async with ops_http.serving(rt, refresh=[census.refresh]):
+            await wait_stopping(rt, *workers(rt))
 
 
 def main() -> int:

@@ -27,9 +27,10 @@ from scanfleet.common import capacity, contract, expiry
 from scanfleet.common.bus import kv_items
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import DeadLetter, ScanRequest, encode, utcnow
+from scanfleet.common.messages import DeadLetter, encode, utcnow
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.tasks import TRANSITIONS, TaskRecord, TaskState
+from scanfleet.common.tasks import TRANSITIONS, TaskRecord, TaskState, request_of
+from scanfleet.janitor import metrics
 from scanfleet.janitor.ending import end_task
 
 log = logging.getLogger("scanfleet.janitor")
@@ -112,6 +113,7 @@ class Sweeper:
         records = {k: msgspec.json.decode(v, type=TaskRecord) for k, v in (await kv_items(self.rt.tasks.kv)).items()}
         report.scanned = len(records)
         now = utcnow()
+        metrics.observe_tasks(records.values(), now, entered)
         for task_id, record in records.items():
             if record.state.terminal:
                 if await expiry.arm(self.rt.js, record, self.rt.settings):
@@ -164,18 +166,3 @@ class Sweeper:
                     released.setdefault(key, []).append(task_id)
                     log.info("released slot of task %s on %s: %s", task_id, key, why)
         return released
-
-
-def request_of(record: TaskRecord) -> ScanRequest:
-    """The task's request as the gateway queued it, rebuilt from the record (never with secrets)."""
-    return ScanRequest(
-        task_id=record.task_id,
-        trace_id=record.trace_id,
-        pool=record.pool,
-        scanner_instance=record.requested_instance,
-        scan_type=record.scan_type,
-        targets=record.targets,
-        name=record.name,
-        description=record.description,
-        submitted_at=record.created_at,
-    )

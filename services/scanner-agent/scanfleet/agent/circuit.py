@@ -1,8 +1,17 @@
 """A circuit breaker per scanner instance, shared through its heartbeat in KV ``scan_agents``.
 
-``threshold`` consecutive failed calls open it: the dispatcher then routes around the
-scanner (``ScannerView.usable``). After ``cooldown`` seconds it is half open and one trial
-(the agent's next probe of ``/server/properties``) decides: success closes it, failure
+What counts as a failure: every call to the scanner that ends in a transient error
+(connection refused or reset, a timeout, HTTP 429 or 5xx), each attempt of a retry loop
+on its own, from the agent's probe and from every scan's calls alike. A permanent answer
+(401, 403, 404, 409, 412, a rejected target) is a working scanner saying no: it neither
+counts nor resets. Any successful call resets the count while the circuit is closed.
+
+``threshold`` consecutive failures open it: the dispatcher then routes new scans around
+the scanner (``ScannerView.usable`` needs ``closed``). While open, scans already running
+there keep polling with their own backoff, but their outcomes do not move the circuit,
+so a scanner that flaps back for one call is not trusted early. ``cooldown`` seconds
+after opening it is half open and exactly one trial (the agent's next probe of
+``/server/properties``, claimed with ``begin_trial``) decides: success closes it, failure
 opens it for another cooldown. Pure logic with an injected clock, so tests move time.
 """
 
@@ -24,6 +33,7 @@ class CircuitBreaker:
     clock: Callable[[], float] = time.time
     failures: int = 0
     opened_at: float | None = None
+    trial_running: bool = False
     on_change: Callable[[CircuitState], None] | None = field(default=None, repr=False)
 
     @property
@@ -36,24 +46,47 @@ class CircuitBreaker:
     def opened_at_utc(self) -> datetime | None:
         return None if self.opened_at is None else datetime.fromtimestamp(self.opened_at, UTC)
 
-    def success(self) -> None:
-        was = self.state
-        self.failures = 0
-        self.opened_at = None
-        if was != "closed":
+    def retry_in(self) -> float | None:
+        """Seconds until the circuit turns half open; None while closed, 0 once half open."""
+        if self.opened_at is None:
+            return None
+        return max(0.0, self.opened_at + self.cooldown - self.clock())
+
+    def begin_trial(self) -> bool:
+        """Claim the one trial call of a half-open circuit; False for every other caller."""
+        if self.state != "half_open" or self.trial_running:
+            return False
+        self.trial_running = True
+        return True
+
+    def success(self, *, trial: bool = False) -> None:
+        state = self.state
+        if state == "closed":
+            self.failures = 0
+        elif trial:
+            self.failures = 0
+            self.opened_at = None
+            self.trial_running = False
             self._changed()
 
-    def failure(self) -> None:
-        was = self.state
-        self.failures += 1
-        if was == "half_open" or (was == "closed" and self.failures >= self.threshold):
+    def failure(self, *, trial: bool = False) -> None:
+        state = self.state
+        if state == "closed":
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.opened_at = self.clock()
+                self._changed()
+        elif trial:
+            self.failures += 1
             self.opened_at = self.clock()
+            self.trial_running = False
             self._changed()
 
     def restore(self, failures: int, opened_at: datetime | None) -> None:
         """Carry the state over from the last heartbeat after an agent restart."""
         self.failures = failures
         self.opened_at = opened_at.timestamp() if opened_at is not None else None
+        self.trial_running = False
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -36,7 +36,7 @@ from scanfleet.common.credentials import CredentialError
 from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import inject_headers
+from scanfleet.common.telemetry import publish
 
 log = logging.getLogger("scanfleet.agent")
 
@@ -426,6 +426,7 @@ class Lifecycle:
             except NessusError as exc:
                 raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
         assert stored is not None
+        await self._fresh()  # a cancel that came during the download wins over validation
 
         def exported(r: TaskRecord) -> None:
             r.export = ExportRef(object_name=stored.name, size=stored.size, sha256=stored.sha256)
@@ -446,8 +447,8 @@ class Lifecycle:
             nessus_scan_id=scan_id,
             exported_at=utcnow(),
         )
-        headers = inject_headers({contract.HDR_MSG_ID: f"export:{self.task_id}:{stored.sha256[:16]}"})
-        await self.rt.js.publish(contract.event_subject(self.task_id, "exported"), encode(event), headers=headers)
+        headers = {contract.HDR_MSG_ID: f"export:{self.task_id}:{stored.sha256[:16]}"}
+        await publish(self.rt.js, contract.event_subject(self.task_id, "exported"), encode(event), headers)
         log.info("export stored: %d bytes, sha256 %s", stored.size, stored.sha256)
 
     # End --------------------------------------------------------------------------------

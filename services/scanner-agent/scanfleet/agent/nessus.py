@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from scanfleet.common.targets import parse_targets
+from scanfleet.common.telemetry import http_client_span, record_http_error, record_http_status
 
 log = logging.getLogger(__name__)
 
@@ -359,10 +360,14 @@ class NessusClient:
         for attempt in (1, 2):
             headers, token = await self._auth_headers()
             request = request_factory(headers)
-            try:
-                response = await self._http.send(request, stream=stream)
-            except httpx.TransportError as exc:
-                raise NessusTransientError(f"{request.method} {request.url.path}: {type(exc).__name__}: {exc}") from exc
+            url = request.url
+            with http_client_span(request.method, url.scheme, url.host, url.port, url.path) as span:
+                try:
+                    response = await self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    record_http_error(span, exc)
+                    raise NessusTransientError(f"{request.method} {url.path}: {type(exc).__name__}: {exc}") from exc
+                record_http_status(span, response.status_code)
             log.debug("nessus %s %s -> %s", request.method, request.url.path, response.status_code)
             if response.status_code >= 400 and stream:
                 await response.aread()

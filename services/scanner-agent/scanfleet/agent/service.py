@@ -24,11 +24,12 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from scanfleet.agent import metrics
 from scanfleet.agent.circuit import CircuitBreaker, CircuitState
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
 from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError
 from scanfleet.agent.secrets import CredentialResolver
-from scanfleet.common import capacity, contract
+from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.bus import kv_get
 from scanfleet.common.config import FleetConfig, ScannerConfig, Settings, load_fleet
 from scanfleet.common.contract import instance_key
@@ -36,6 +37,7 @@ from scanfleet.common.credentials import CredentialStore
 from scanfleet.common.crypto import Keyring
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Assignment, DeadLetter, Heartbeat, decode, encode, utcnow
+from scanfleet.common.metrics import scanner_label
 from scanfleet.common.runtime import (
     Runtime,
     dead_letter_for,
@@ -46,10 +48,9 @@ from scanfleet.common.runtime import (
     wait_stopping,
 )
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import extract_context, tracer
+from scanfleet.common.telemetry import consumer_span
 
 log = logging.getLogger("scanfleet.agent")
-_tracer = tracer("scanfleet.agent")
 
 RESUMABLE = frozenset({TaskState.DISPATCHED, TaskState.RUNNING, TaskState.EXPORTING})
 
@@ -107,6 +108,7 @@ class InstanceAgent:
         self.key = instance_key(pool, scanner.id)
         self.credentials = credentials or credential_resolver(rt.settings)
         self.work: dict[str, Work] = {}
+        self.last_beat: Heartbeat | None = None
         self.beat_now = asyncio.Event()
         self.breaker = CircuitBreaker(
             threshold=rt.settings.circuit_threshold,
@@ -127,6 +129,8 @@ class InstanceAgent:
 
     def _circuit_changed(self, state: CircuitState) -> None:
         log.warning("circuit of %s is now %s", self.key, state)
+        if state == "open":
+            metrics.CIRCUIT_OPENS.labels(self.pool, scanner_label(self.pool, self.scanner.id)).inc()
         self.beat_now.set()
 
     async def _restore_circuit(self) -> None:
@@ -137,6 +141,15 @@ class InstanceAgent:
                 self.breaker.restore(previous.circuit_failures, previous.circuit_opened_at)
 
     async def probe(self) -> Heartbeat:
+        """Ask the scanner what it is; while the circuit is half open this is its one trial."""
+        trial = self.breaker.begin_trial()
+        try:
+            return await self._probe(trial)
+        finally:
+            if trial and self.breaker.trial_running:
+                self.breaker.failure(trial=True)
+
+    async def _probe(self, trial: bool) -> Heartbeat:
         beat = Heartbeat(
             pool=self.pool,
             instance=self.scanner.id,
@@ -149,15 +162,17 @@ class InstanceAgent:
         try:
             props = await self.client.server_properties()
         except NessusTransientError as exc:
-            self.breaker.failure()
+            self.breaker.failure(trial=trial)
             beat.reachable = exc.status_code is not None
             beat.error = str(exc)
             return beat
         except NessusError as exc:
+            # The scanner answered: it is up, whatever it says about our keys or its licence.
+            self.breaker.success(trial=trial)
             beat.reachable = exc.status_code is not None
             beat.error = str(exc)
             return beat
-        self.breaker.success()
+        self.breaker.success(trial=trial)
         beat.reachable = beat.authenticated = True
         beat.scan_api = props.scan_api
         beat.version = props.version
@@ -165,15 +180,24 @@ class InstanceAgent:
             beat.error = "scan API not available on this scanner (licence); launches are not routed here"
         return beat
 
-    def _stamp(self, beat: Heartbeat) -> Heartbeat:
-        beat.at = utcnow()
-        beat.circuit = self.breaker.state
-        beat.circuit_failures = self.breaker.failures
-        beat.circuit_opened_at = self.breaker.opened_at_utc
+    def _stamp(self, probed: Heartbeat) -> Heartbeat:
+        """The last probe's findings with the circuit as it stands now (the probe is not changed)."""
+        beat = msgspec.structs.replace(
+            probed,
+            at=utcnow(),
+            circuit=self.breaker.state,
+            circuit_failures=self.breaker.failures,
+            circuit_opened_at=self.breaker.opened_at_utc,
+        )
         if not self.scanner.enabled:
             beat.error = "disabled in scanners.yaml"
-        elif beat.circuit == "open" and beat.reachable and beat.scan_api:
-            beat.error = f"circuit open after {self.breaker.failures} consecutive failures; retried after cooldown"
+        elif beat.circuit != "closed":
+            retry_in = self.breaker.retry_in() or 0.0
+            beat.error = (
+                f"circuit {beat.circuit} after {self.breaker.failures} consecutive failed calls to the scanner; "
+                f"no new scans until a trial call succeeds (next trial in {retry_in:.0f}s)"
+                + (f"; last probe: {probed.error}" if probed.error else "")
+            )
         return beat
 
     async def _heartbeat_loop(self) -> None:
@@ -182,8 +206,14 @@ class InstanceAgent:
         probed = loop.time()
         while True:
             await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            self.last_beat = beat
+            wait = contract.AGENT_HEARTBEAT_INTERVAL
+            retry_in = self.breaker.retry_in()
+            if retry_in is not None:
+                wait = min(wait, max(retry_in, 0.05))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.beat_now.wait(), contract.AGENT_HEARTBEAT_INTERVAL)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel on 3.11
+                    await self.beat_now.wait()
             self.beat_now.clear()
             state = self.breaker.state
             due = loop.time() - probed > 30.0 or not beat.scan_api or not beat.reachable
@@ -239,9 +269,10 @@ class InstanceAgent:
         try:
             with (
                 task_context(task_id, assignment.trace_id),
-                _tracer.start_as_current_span(
+                consumer_span(
+                    first,
                     "run scan",
-                    context=extract_context(first.headers if first else None),
+                    trace_id=assignment.trace_id,
                     attributes={"scanfleet.task_id": task_id, "scanfleet.scanner": self.key},
                 ),
             ):
@@ -337,9 +368,16 @@ async def serve(settings: Settings) -> None:
     agent_id = uuid.uuid4().hex[:12]
     credentials = credential_resolver(settings)
     async with service_runtime("agent", settings, topology=fleet.topology(settings.dispatch_ack_wait)) as rt:
-        workers = [asyncio.create_task(InstanceAgent(rt, p, s, agent_id, credentials).run()) for p, s in instances]
+        agents = [InstanceAgent(rt, p, s, agent_id, credentials) for p, s in instances]
+        workers = [asyncio.create_task(a.run()) for a in agents]
         log.info("agent %s serving %s", agent_id, ", ".join(f"{p}/{s.id}" for p, s in instances))
-        await wait_stopping(rt, *workers)
+        async with ops_http.serving(rt, checks={"scanners_reachable": lambda: scanners_reachable(agents)}):
+            await wait_stopping(rt, *workers)
+
+
+async def scanners_reachable(agents: list[InstanceAgent]) -> bool:
+    """Ready once every scanner this agent serves answered its last probe."""
+    return all(a.last_beat is not None and a.last_beat.reachable for a in agents)
 
 
 def main() -> int:

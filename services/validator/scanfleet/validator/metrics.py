@@ -1,22 +1,25 @@
-"""The validator's Prometheus counters, in one place so every label set is visible at a glance."""
+"""The validator's Prometheus counters, in one place so every label set is visible at a glance.
+
+Names and labels are the origin system's (``nessus_*``).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter
 
 VALIDATIONS = Counter(
-    "scanfleet_validations",
-    "Exports validated, by outcome (completed or failed)",
-    ["outcome"],
+    "nessus_validation",
+    "Exports validated, by pool and result (success or failed)",
+    ["pool", "result"],
 )
 VALIDATION_FAILURES = Counter(
-    "scanfleet_validation_failures",
-    "Exports that failed validation, by reason (xml_invalid, auth_failed, checksum_mismatch, ...)",
-    ["reason"],
+    "nessus_validation_failures",
+    "Exports that failed validation, by pool and reason (xml_invalid, auth_failed, checksum_mismatch, ...)",
+    ["pool", "reason"],
 )
 AUTH_FAILURES = Counter(
-    "scanfleet_auth_failures",
+    "nessus_auth_failures",
     "Authenticated scans whose authentication failed on every host, by pool and scan type",
     ["pool", "scan_type"],
 )
-FINDINGS_STORED = Counter("scanfleet_findings_stored", "Findings written to the findings store")
+FINDINGS_STORED = Counter("nessus_findings_stored", "Findings written to the findings store")

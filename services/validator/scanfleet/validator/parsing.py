@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 import msgspec
 from lxml import etree
@@ -94,6 +94,11 @@ class ExportSummary(msgspec.Struct, kw_only=True):
 
 OnFinding = Callable[[Finding], None]
 
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 _TAGS = ("ReportItem", "HostProperties", "ReportHost", "Policy")
 _SEVERITY_INDEX = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4}
 _AUTH_IDS = frozenset(str(p) for p in AUTH_PLUGINS)
@@ -103,7 +108,14 @@ _HOST_PROPS = frozenset({"host-ip", "host-fqdn", "operating-system", "HOST_START
 _SCORES = frozenset({"cvss_base_score", "cvss3_base_score", "vpr_score", "epss_score"})
 _TEXTS = frozenset({"risk_factor", "synopsis", "description", "solution", "plugin_output", "see_also", "plugin_name"})
 _FINDING_TAGS = (*_TEXTS, *_SCORES, "cve", "exploit_available")
-_SNIFF_BYTES = 64 * 1024
+_TEXT, _SCORE, _CVE, _EXPLOIT = "text", "score", "cve", "exploit"
+_KIND = {
+    **dict.fromkeys(_TEXTS, _TEXT),
+    **dict.fromkeys(_SCORES, _SCORE),
+    "cve": _CVE,
+    "exploit_available": _EXPLOIT,
+}
+SNIFF_BYTES = 64 * 1024
 _PROLOG = re.compile(rb"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)
 _FIRST_TAG = re.compile(rb"<([A-Za-z_][-\w.:]*)")
 _ENTITY_ERRORS = ("amplification", "entity reference loop", "external entity")
@@ -165,26 +177,55 @@ def parse_export(
         path = os.fspath(source)
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
+            head = fh.read(SNIFF_BYTES)
         target = path
     else:
-        head = source.read(_SNIFF_BYTES)
+        head = source.read(SNIFF_BYTES)
         target = reader = _Reader(source, head)
         size = len(head)
-    _sniff(head, complete=size <= len(head) if reader is None else len(head) < _SNIFF_BYTES)
-    try:
-        summary = _walk(target, on_finding, limits)
-    except etree.XMLSyntaxError as exc:
-        raise _syntax_rejection(exc) from None
-    summary.file_size = reader.size if reader is not None else size
-    if summary.host_count == 0:
+    sniff(head, complete=size <= len(head) if reader is None else len(head) < SNIFF_BYTES)
+    walked = walk(target, on_finding, limits)
+    return summarize([walked], file_size=reader.size if reader is not None else size, expected_hosts=expected_hosts)
+
+
+class Walked(msgspec.Struct, kw_only=True):
+    """What one streaming pass over a document (or one piece of it) found, before any judgement."""
+
+    report_name: str | None = None
+    hosts: list[HostSummary]
+    totals: list[int]
+    unknown_severity: int = 0
+    stray_items: int = 0
+
+
+def summarize(parts: list[Walked], *, file_size: int, expected_hosts: int | None) -> ExportSummary:
+    """Join passes over consecutive pieces of one document (or the single pass over all of it)."""
+    hosts = [h for part in parts for h in part.hosts]
+    if not hosts:
         raise ExportRejected("no_hosts", "the export contains no ReportHost")
-    if expected_hosts is not None and summary.host_count < expected_hosts:
-        summary.warnings.append(f"{summary.host_count} host(s) in the export, fewer than the {expected_hosts} expected")
-    return summary
+    totals = [sum(part.totals[i] for part in parts) for i in range(len(SEVERITY_KEYS))]
+    unknown_severity = sum(part.unknown_severity for part in parts)
+    stray_items = sum(part.stray_items for part in parts)
+    warnings: list[str] = []
+    if unknown_severity:
+        warnings.append(f"{unknown_severity} ReportItem(s) with a severity outside 0..4 counted as info")
+    if stray_items:
+        warnings.append(f"{stray_items} ReportItem(s) outside any ReportHost ignored")
+    if expected_hosts is not None and len(hosts) < expected_hosts:
+        warnings.append(f"{len(hosts)} host(s) in the export, fewer than the {expected_hosts} expected")
+    return ExportSummary(
+        report_name=next((part.report_name for part in parts if part.report_name is not None), None),
+        host_count=len(hosts),
+        item_count=sum(totals),
+        severity_counts=_severity_dict(totals),
+        total_vulnerabilities=sum(totals[1:]),
+        hosts=hosts,
+        warnings=warnings,
+        file_size=file_size,
+    )
 
 
-def _sniff(head: bytes, *, complete: bool) -> None:
+def sniff(head: bytes, *, complete: bool) -> None:
     """Reject empty files, DOCTYPEs and foreign roots before libxml2 builds anything."""
     if complete and not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise ExportRejected("empty", "the export is empty")
@@ -228,12 +269,19 @@ def _too_large(what: str, host: str) -> ExportRejected:
     return ExportRejected("too_large", f"{what} over the size limit (host {host[:200]!r})")
 
 
-def _walk(target: str | _Reader, on_finding: OnFinding | None, limits: Limits) -> ExportSummary:
+def walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
+    """One streaming pass; a document libxml2 refuses raises ``ExportRejected``."""
+    try:
+        return _walk(target, on_finding, limits)
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_rejection(exc) from None
+
+
+def _walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
     max_attr = limits.max_attribute_chars
     max_text = limits.max_text_chars
     hosts: list[HostSummary] = []
     totals = [0, 0, 0, 0, 0]
-    warnings: list[str] = []
     report_name: str | None = None
     unknown_severity = 0
     stray_items = 0
@@ -263,23 +311,24 @@ def _walk(target: str | _Reader, on_finding: OnFinding | None, limits: Limits) -
                 continue
             if host is None:
                 host = _new_host(parent, max_attr)
-            for value in el.values():
+            attrs = dict(el.items())
+            for value in attrs.values():
                 if len(value) > max_attr:
                     raise _too_large("a ReportItem attribute", host.name)
-            sev = _SEVERITY_INDEX.get(el.get("severity", ""))
+            sev = _SEVERITY_INDEX.get(attrs.get("severity", ""))
             if sev is None:
                 unknown_severity += 1
                 sev = 0
             host.counts[sev] += 1
             host.items += 1
-            family = el.get("pluginFamily")
+            family = attrs.get("pluginFamily")
             if family is not None and family.endswith(LOCAL_CHECKS_SUFFIX):
                 host.signals.local_checks += 1
-            plugin_id = el.get("pluginID", "")
+            plugin_id = attrs.get("pluginID", "")
             if plugin_id in _AUTH_IDS:
                 _record_auth(host.signals, plugin_id, el, max_text, host.name)
             if on_finding is not None:
-                finding = _finding(el, host, sev, max_text)
+                finding = _finding(el, attrs, host, sev, max_text)
                 if host.props_seen:
                     on_finding(finding)
                 else:
@@ -319,19 +368,12 @@ def _walk(target: str | _Reader, on_finding: OnFinding | None, limits: Limits) -
             el.clear()
     if not checked:
         _check_document(context.root)
-    if unknown_severity:
-        warnings.append(f"{unknown_severity} ReportItem(s) with a severity outside 0..4 counted as info")
-    if stray_items:
-        warnings.append(f"{stray_items} ReportItem(s) outside any ReportHost ignored")
-    counts = _severity_dict(totals)
-    return ExportSummary(
+    return Walked(
         report_name=report_name,
-        host_count=len(hosts),
-        item_count=sum(totals),
-        severity_counts=counts,
-        total_vulnerabilities=sum(totals[1:]),
         hosts=hosts,
-        warnings=warnings,
+        totals=totals,
+        unknown_severity=unknown_severity,
+        stray_items=stray_items,
     )
 
 
@@ -380,36 +422,37 @@ def _flush(host: _Host, on_finding: OnFinding) -> None:
     host.pending.clear()
 
 
-def _finding(el: Any, host: _Host, severity: int, max_text: int) -> Finding:
+def _finding(el: Any, attrs: dict[str, str], host: _Host, severity: int, max_text: int) -> Finding:
     texts: dict[str, str] = {}
     scores: dict[str, float | None] = {}
     cve: list[str] = []
     exploit = False
     for child in el.iterchildren(*_FINDING_TAGS):
         tag = child.tag
-        if tag == "cve":
-            text = child.text
-            if text:
-                cve.append(text.strip())
-        elif tag in _TEXTS:
+        kind = _KIND[tag]
+        if kind is _TEXT:
             text = child.text
             if text is not None and tag not in texts:
                 if len(text) > max_text:
                     raise _too_large(f"<{tag}>", host.name)
                 texts[tag] = text
-        elif tag in _SCORES:
+        elif kind is _CVE:
+            text = child.text
+            if text:
+                cve.append(text.strip())
+        elif kind is _SCORE:
             scores[tag] = _float(child.text)
-        elif tag == "exploit_available":
+        else:
             exploit = _bool(child.text) is True
     return Finding(
         host=host.name,
         ip=host.ip,
-        port=_int(el.get("port")),
-        protocol=el.get("protocol") or "",
-        svc_name=el.get("svc_name") or "",
-        plugin_id=_int(el.get("pluginID")),
-        plugin_name=el.get("pluginName") or texts.get("plugin_name") or "",
-        plugin_family=el.get("pluginFamily") or "",
+        port=_int(attrs.get("port")),
+        protocol=attrs.get("protocol") or "",
+        svc_name=attrs.get("svc_name") or "",
+        plugin_id=_int(attrs.get("pluginID")),
+        plugin_name=attrs.get("pluginName") or texts.get("plugin_name") or "",
+        plugin_family=attrs.get("pluginFamily") or "",
         severity=severity,
         risk_factor=texts.get("risk_factor"),
         cvss_base_score=scores.get("cvss_base_score"),

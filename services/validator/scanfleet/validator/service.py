@@ -9,52 +9,75 @@ dead letter; the service itself keeps running.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
+import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError
+from nats.js.errors import NotFoundError
 
-from scanfleet.common import capacity, contract
+from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import ExportEvent, decode
+from scanfleet.common.messages import ExportEvent, decode, utcnow
 from scanfleet.common.runtime import (
     Runtime,
     dead_letter_for,
     keep_in_progress,
+    pull,
     run,
     service_runtime,
     wait_stopping,
 )
 from scanfleet.common.tasks import FindingsRef, IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import extract_context, tracer
-from scanfleet.validator import metrics
-from scanfleet.validator.parsing import ExportRejected, parse_export
+from scanfleet.common.telemetry import consumer_span
+from scanfleet.validator import metrics, revalidation
+from scanfleet.validator.parallel import ParsePool
+from scanfleet.validator.parsing import ExportRejected
 from scanfleet.validator.results import Verdict, judge
 from scanfleet.validator.store import FindingsSpool, publish_findings
 
 log = logging.getLogger("scanfleet.validator")
-_tracer = tracer("scanfleet.validator")
+
+
+def default_parse_workers() -> int:
+    """Parse worker processes: one per core, at most two (a third adds memory, not speed), none on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores < 2 else 2
 
 
 class Validator:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        version: str = revalidation.VALIDATOR_VERSION,
+        parse_workers: int | None = None,
+    ) -> None:
         self.rt = rt
+        self.version = version
+        if parse_workers is None:
+            parse_workers = rt.settings.validator_parse_workers
+        self.parser = ParsePool(default_parse_workers() if parse_workers is None else parse_workers)
 
     async def run(self) -> None:
-        sub = await self.rt.js.pull_subscribe_bind(durable=contract.VALIDATOR_CONSUMER, stream=contract.EVENTS_STREAM)
-        while True:
-            try:
-                msgs = await sub.fetch(batch=4, timeout=2.0)
-            except (NatsTimeout, FetchTimeoutError, TimeoutError):
-                continue
-            for msg in msgs:
-                await self.handle(msg)
+        starting = asyncio.create_task(asyncio.to_thread(self.parser.start))
+        try:
+            async for msgs in pull(self.rt, contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER, batch=4):
+                for msg in msgs:
+                    try:
+                        await self.handle(msg)
+                    except Exception:
+                        # A NATS outage mid-validation: the event is redelivered and validated again.
+                        log.exception("validating %s was interrupted; it will be redelivered", msg.subject)
+        finally:
+            await asyncio.gather(starting, return_exceptions=True)
+            await asyncio.to_thread(self.parser.close)
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -67,10 +90,8 @@ class Validator:
         try:
             with (
                 task_context(event.task_id, event.trace_id),
-                _tracer.start_as_current_span(
-                    "validate export",
-                    context=extract_context(msg.headers),
-                    attributes={"scanfleet.task_id": event.task_id},
+                consumer_span(
+                    msg, "validate export", trace_id=event.trace_id, attributes={"scanfleet.task_id": event.task_id}
                 ),
             ):
                 await self._validate(msg, event)
@@ -79,21 +100,65 @@ class Validator:
 
     async def _validate(self, msg: Msg, event: ExportEvent) -> None:
         record = await self.rt.tasks.get(event.task_id)
-        if record is None or record.state.terminal:
+        if record is None:
             await msg.ack()
+            return
+        if record.state.terminal:
+            await self._revalidate(msg, event, record)
             return
         if record.state is TaskState.EXPORTING:
             record = await self.rt.tasks.transition(event.task_id, TaskState.VALIDATING)
             await self.rt.publish_event(record, "validating")
-        verdict, findings = await self._judge(event)
+        verdict, findings, digest = await self._judge(event)
         if verdict.dead_letter:
             # Before the terminal event, so whoever sees the task fail also finds its dead letter.
             await self._dead_letter(msg, event.task_id, event.trace_id, verdict.reason or "invalid", verdict.message)
-        await self._finish(record, event, verdict, findings)
+        await self._finish(record, event, verdict, findings, digest)
         await msg.ack()
 
-    async def _judge(self, event: ExportEvent) -> tuple[Verdict, FindingsRef | None]:
-        """Parse once, spooling findings to disk; store them only if the export was usable."""
+    async def _revalidate(self, msg: Msg, event: ExportEvent, record: TaskRecord) -> None:
+        """An export event for an ended task: a rewound consumer, or a plain redelivery."""
+        skip = revalidation.skip_reason(record, self.version, await self._stored_sha256(event))
+        if skip is not None:
+            log.info("export event for a task that ended %s: %s", record.state, skip)
+            await msg.ack()
+            return
+        state = record.state
+        verdict, findings, digest = await self._judge(event)
+        if verdict.dead_letter:
+            await self._dead_letter(msg, event.task_id, event.trace_id, verdict.reason or "invalid", verdict.message)
+
+        def apply(r: TaskRecord) -> None:
+            revalidation.apply_revalidation(
+                r, state=state, verdict=verdict, findings=findings, version=self.version, sha256=digest, now=utcnow()
+            )
+
+        try:
+            record = await self.rt.tasks.update(event.task_id, apply)
+        except revalidation.StateChanged as exc:
+            log.info("re-validation not recorded: %s", exc)
+        else:
+            await self.rt.publish_event(record, "revalidated", detail=f"validator {self.version}: {verdict.message}")
+            log.info("re-validated by validator %s: %s", self.version, verdict.message)
+        await msg.ack()
+
+    async def _stored_sha256(self, event: ExportEvent) -> str | None:
+        """The stored export's SHA-256 from its object info (no download); ``None`` if it is gone."""
+        store = await self.rt.js.object_store(contract.EXPORTS_OBJECTS)
+        try:
+            info = await store.get_info(event.object_name)
+        except NotFoundError:
+            return None
+        digest = info.digest or ""
+        if not digest.startswith("SHA-256="):
+            return ""
+        return base64.urlsafe_b64decode(digest.removeprefix("SHA-256=") + "==").hex()
+
+    async def _judge(self, event: ExportEvent) -> tuple[Verdict, FindingsRef | None, str]:
+        """Parse once, spooling findings to disk; store them only if the export was usable.
+
+        Also returns the SHA-256 of the export as downloaded, for the record's validation stamp.
+        """
         store = await self.rt.js.object_store(contract.EXPORTS_OBJECTS)
         with tempfile.TemporaryDirectory(prefix="scanfleet-validate-") as tmp:
             path = Path(tmp) / "export.nessus"
@@ -101,31 +166,29 @@ class Validator:
                 await store.get(event.object_name, writeinto=sink)
             digest = await asyncio.to_thread(_sha256, path)
             if digest != event.sha256:
-                return Verdict.rejected(
-                    "checksum_mismatch", f"export sha256 {digest} != announced {event.sha256}"
-                ), None
+                message = f"export sha256 {digest} != announced {event.sha256}"
+                return Verdict.rejected("checksum_mismatch", message), None, digest
             spool = FindingsSpool(Path(tmp) / "findings.bin")
             try:
-                summary = await asyncio.to_thread(
-                    parse_export, path, on_finding=spool, expected_hosts=event.expected_hosts
-                )
+                summary = await asyncio.to_thread(self.parser.parse, path, spool, expected_hosts=event.expected_hosts)
             except ExportRejected as exc:
-                return Verdict.rejected(exc.reason, exc.message), None
+                return Verdict.rejected(exc.reason, exc.message), None, digest
             finally:
                 spool.close()
             path.unlink()
             findings = await publish_findings(self.rt.js, event.task_id, spool, summary)
         metrics.FINDINGS_STORED.inc(findings.count)
-        return judge(summary, event.scan_type, export_size=event.size), findings
+        return judge(summary, event.scan_type, export_size=event.size), findings, digest
 
     async def _finish(
-        self, record: TaskRecord, event: ExportEvent, verdict: Verdict, findings: FindingsRef | None
+        self, record: TaskRecord, event: ExportEvent, verdict: Verdict, findings: FindingsRef | None, digest: str
     ) -> None:
         target = TaskState.COMPLETED if verdict.ok else TaskState.FAILED
 
         def apply(r: TaskRecord) -> None:
             r.results = verdict.summary
             r.findings = findings
+            r.validation = revalidation.first_stamp(verdict, self.version, digest, utcnow())
             r.warnings = list(verdict.warnings)
             r.troubleshooting = dict(verdict.troubleshooting)
             if not verdict.ok:
@@ -157,9 +220,9 @@ class Validator:
 
 
 def _count(event: ExportEvent, verdict: Verdict) -> None:
-    metrics.VALIDATIONS.labels(outcome="completed" if verdict.ok else "failed").inc()
+    metrics.VALIDATIONS.labels(pool=event.pool, result="success" if verdict.ok else "failed").inc()
     if not verdict.ok:
-        metrics.VALIDATION_FAILURES.labels(reason=verdict.reason or "unknown").inc()
+        metrics.VALIDATION_FAILURES.labels(pool=event.pool, reason=verdict.reason or "unknown").inc()
     if verdict.reason == "auth_failed":
         metrics.AUTH_FAILURES.labels(pool=event.pool, scan_type=event.scan_type).inc()
 
@@ -173,8 +236,19 @@ def _sha256(path: Path) -> str:
 
 
 async def serve(settings: Settings) -> None:
-    async with service_runtime("validator", settings) as rt:
+    async with (
+        service_runtime("validator", settings) as rt,
+        ops_http.serving(rt, checks={"exports_store": exports_store(rt)}),
+    ):
         await wait_stopping(rt, asyncio.create_task(Validator(rt).run()))
+
+
+def exports_store(rt: Runtime) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        await rt.js.object_store(contract.EXPORTS_OBJECTS)
+        return True
+
+    return check
 
 
 def main() -> int:

@@ -23,17 +23,28 @@ from scanfleet.validator.parsing import ExportSummary
 
 
 class FindingsSpool:
-    """``on_finding`` target for ``parse_export``: appends frames to a file, counting them."""
+    """``on_finding`` target for ``parse_export``: appends frames to local files, counting them.
 
-    def __init__(self, path: Path) -> None:
+    It may also adopt ``parts`` (frames without the magic) written by parse workers; the store
+    streams them in order.
+    """
+
+    def __init__(self, path: Path, *, header: bool = True) -> None:
         self.path = path
         self.count = 0
+        self.parts: list[Path] = [path]
         self._file: BinaryIO = path.open("wb", buffering=1 << 20)
-        self._file.write(MAGIC)
+        if header:
+            self._file.write(MAGIC)
 
     def __call__(self, finding: Finding) -> None:
         self._file.write(encode_frame(finding))
         self.count += 1
+
+    def adopt(self, part: Path, count: int) -> None:
+        """Append a file of frames (no magic) that another process wrote."""
+        self.parts.append(part)
+        self.count += count
 
     def close(self) -> None:
         if not self._file.closed:
@@ -61,10 +72,11 @@ def host_records(parsed: ExportSummary) -> list[HostRecord]:
     ]
 
 
-async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK_SIZE * 8):
-            yield chunk
+async def _read_chunks(paths: list[Path]) -> AsyncIterator[bytes]:
+    for path in paths:
+        with path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, CHUNK_SIZE * 8):
+                yield chunk
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -78,7 +90,7 @@ async def publish_findings(
     spool.close()
     findings_name = contract.findings_object_name(task_id)
     hosts_name = contract.hosts_object_name(task_id)
-    stored = await put_object_stream(js, contract.FINDINGS_OBJECTS, findings_name, _read_chunks(spool.path))
+    stored = await put_object_stream(js, contract.FINDINGS_OBJECTS, findings_name, _read_chunks(spool.parts))
     doc = HostsDoc(task_id=task_id, finding_count=spool.count, hosts=host_records(parsed))
     await put_object_stream(js, contract.FINDINGS_OBJECTS, hosts_name, _once(encode_hosts(doc)))
     return FindingsRef(
