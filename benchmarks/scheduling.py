@@ -28,6 +28,7 @@ import json
 import math
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -78,8 +79,9 @@ def plan_scans(count: int, mean: float, targeted: float, seed: int) -> list[Plan
 
 
 async def submit_all(base: str, planned: list[Planned]) -> dict[str, Planned]:
+    refusals: list[str] = []
     tasks: dict[str, Planned] = {}
-    limit = asyncio.Semaphore(16)
+    limit = asyncio.Semaphore(8)
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
 
         async def one(i: int, p: Planned) -> None:
@@ -91,12 +93,19 @@ async def submit_all(base: str, planned: list[Planned]) -> dict[str, Planned]:
             }
             if p.instance:
                 body["scanner_instance"] = p.instance
-            async with limit:
-                response = await http.post("/v1/scans", json=body)
+            for _ in range(10):
+                async with limit:
+                    response = await http.post("/v1/scans", json=body)
+                if response.status_code != 503:  # "try again": what a well-behaved client does
+                    break
+                refusals.append(response.text)
+                await asyncio.sleep(0.5)
             response.raise_for_status()
             tasks[response.json()["task_id"]] = p
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(planned)))
+    if refusals:
+        print(f"{len(refusals)} submissions were refused with 503 and retried: {refusals[0]}", file=sys.stderr)
     return tasks
 
 

@@ -30,8 +30,12 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
-            yield
+        await gateway.start()
+        try:
+            async with mcp.session_manager.run():
+                yield
+        finally:
+            await gateway.stop()
 
     app = FastAPI(title="scanfleet gateway", version="0.1.0", lifespan=lifespan)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -16,6 +17,7 @@ from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import ScanType, SealedCredentials, encode, utcnow
 from scanfleet.common.metrics import SCANS
+from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import InvalidTarget, parse_targets
@@ -89,7 +91,20 @@ class Gateway:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.sealer = CredentialSealer.from_settings(rt.settings)
-        self.queue = QueueView(rt)
+        self.mirror = FleetMirror(rt.registry, rt.capacity, rt.agents)
+        self._mirroring: asyncio.Task[None] | None = None
+        self.queue = QueueView(rt, self._fleet)
+
+    async def start(self) -> None:
+        """Mirror the fleet from KV watches: a submission must not re-read every bucket."""
+        self._mirroring = asyncio.create_task(self.mirror.run())
+        await asyncio.wait_for(self.mirror.wait_ready(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._mirroring is not None:
+            self._mirroring.cancel()
+            await asyncio.gather(self._mirroring, return_exceptions=True)
+            self._mirroring = None
 
     # Submission -------------------------------------------------------------------------
 
@@ -184,7 +199,9 @@ class Gateway:
             raise GatewayError(503, "enqueue_failed", "the request could not be queued; try again") from exc
 
     async def _fleet(self) -> list[ScannerView]:
-        return await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        if self._mirroring is None or self._mirroring.done():
+            return await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        return self.mirror.views()
 
     async def _resolve_pool(self, submit: SubmitScan, fleet: list[ScannerView]) -> str:
         pools = sorted({v.entry.pool for v in fleet})

@@ -9,6 +9,7 @@ that the dispatcher keeps in KV ``scan_pool_stats``.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -40,9 +41,13 @@ def estimate_wait(position: int | None, free: int, capacity: int, avg_duration: 
     return math.ceil((position - free) / capacity) * avg_duration
 
 
+FleetSource = Callable[[], Awaitable[list[ScannerView]]]
+
+
 class QueueView:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, fleet: FleetSource | None = None) -> None:
         self.rt = rt
+        self.fleet: FleetSource = fleet or (lambda: fleet_view(rt.registry, rt.capacity, rt.agents))
 
     async def waiting(self, pool: str) -> list[str]:
         """Task ids waiting in the pool, oldest first."""
@@ -59,7 +64,7 @@ class QueueView:
 
     async def placement(self, pool: str, task_id: str, fleet: list[ScannerView] | None = None) -> dict[str, Any]:
         """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue."""
-        fleet = fleet if fleet is not None else await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        fleet = fleet if fleet is not None else await self.fleet()
         members = [v for v in fleet if v.entry.pool == pool and v.usable]
         waiting = await self.waiting(pool)
         position = waiting.index(task_id) + 1 if task_id in waiting else None
@@ -82,7 +87,7 @@ class QueueView:
         }
 
     async def pool_status(self, pool: str | None) -> dict[str, Any]:
-        fleet = await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        fleet = await self.fleet()
         names = views.pools_of(fleet) if pool is None else [pool]
         out = []
         for name in names:
@@ -99,7 +104,7 @@ class QueueView:
         return {"pools": out}
 
     async def queue_status(self, pool: str | None, limit: int = 5) -> dict[str, Any]:
-        fleet = await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
+        fleet = await self.fleet()
         names = views.pools_of(fleet) if pool is None else [pool]
         dlq = await self.rt.js.stream_info(contract.DLQ_STREAM)
         out = []

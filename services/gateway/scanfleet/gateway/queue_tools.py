@@ -9,7 +9,6 @@ from mcp.server.mcpserver import MCPServer
 
 from scanfleet.gateway.core import Gateway, GatewayError
 from scanfleet.gateway.errors import call
-from scanfleet.gateway.queue import QueueView
 
 
 async def _check_pool(gateway: Gateway, pool: str | None) -> None:
@@ -22,7 +21,7 @@ async def _check_pool(gateway: Gateway, pool: str | None) -> None:
 
 
 def register_queue_tools(mcp: MCPServer, gateway: Gateway) -> None:
-    queue = QueueView(gateway.rt)
+    queue = gateway.queue
 
     async def pool_status(pool: str | None) -> dict[str, Any]:
         await _check_pool(gateway, pool)
@@ -45,7 +44,7 @@ def register_queue_tools(mcp: MCPServer, gateway: Gateway) -> None:
 
 def queue_router(gateway: Gateway) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    queue = QueueView(gateway.rt)
+    queue = gateway.queue
 
     @router.get("/pools/status")
     async def pools_status(pool: str | None = None) -> dict[str, Any]:
