@@ -17,9 +17,8 @@ from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    options = StackOptions(data_dir=tmp_path_factory.mktemp("stack"), scan_duration=1.0, poll_interval=0.2)
+def running_stack(options: StackOptions) -> Iterator[Stack]:
+    """Start the stack, hand it over, then stop it and insist every process exited cleanly."""
     running = Stack(options)
     try:
         running.start()
@@ -33,6 +32,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         codes = running.stop()
         print(running.log_tail(10))
         assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from running_stack(
+        StackOptions(data_dir=tmp_path_factory.mktemp("stack"), scan_duration=1.0, poll_interval=0.2)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.e2e.conftest import mcp_client, scanner_named, tool_error, tool_json, wait_terminal
+from tests.e2e.conftest import mcp_client, running_stack, scanner_named, tool_error, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -31,19 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ssh_accounts={"root": PLANTED, "svc": STORED},
         stored_credentials={"linux": {"username": "svc", "password": STORED}},
     )
-    running = Stack(options)
-    try:
-        running.start()
-    except Exception:
-        print(running.log_tail())
-        running.stop()
-        raise
-    try:
-        yield running
-    finally:
-        codes = running.stop()
-        print(running.log_tail(10))
-        assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+    yield from running_stack(options)
 
 
 def emulator_stats(stack: Stack, pool: str, instance: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from mcp import Client
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.messages import Heartbeat, decode
-from tests.e2e.conftest import mcp_client, scanner_named, tool_json, wait_terminal
+from tests.e2e.conftest import mcp_client, running_stack, scanner_named, tool_json, wait_terminal
 from tests.e2e.test_controls import eventually, running_scan, status_of, wait_event
 
 pytestmark = pytest.mark.e2e
@@ -37,19 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "SCANFLEET_RETRY_CAP": "0.5",
         },
     )
-    running = Stack(options)
-    try:
-        running.start()
-    except Exception:
-        print(running.log_tail())
-        running.stop()
-        raise
-    try:
-        yield running
-    finally:
-        codes = running.stop()
-        print(running.log_tail(10))
-        assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+    yield from running_stack(options)
 
 
 def faults(stack: Stack, instance: str, body: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import capacity, contract
-from tests.e2e.conftest import mcp_client, tool_json, wait_terminal
+from tests.e2e.conftest import mcp_client, running_stack, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -29,13 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         poll_interval=0.2,
         extra_env=FAST_FAILOVER,
     )
-    running = Stack(options)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        print(running.log_tail(15))
+    yield from running_stack(options)
 
 
 def emulator_stats(stack: Stack, scanner: EmulatedScanner) -> dict[str, Any]:
