@@ -17,7 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanfleet.cli.stack import SERVICES, Stack, StackOptions
-from tests.e2e.conftest import mcp_client, tool_json, wait_terminal
+from tests.e2e.conftest import mcp_client, running_stack, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -113,19 +113,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[OtlpRecei
         ssh_accounts={"root": SSH_PASSWORD},
         extra_env=env,
     )
-    running = Stack(options)
-    try:
-        running.start()
-    except Exception:
-        print(running.log_tail())
-        running.stop()
-        raise
-    try:
-        yield running
-    finally:
-        codes = running.stop()
-        print(running.log_tail(10))
-        assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+    yield from running_stack(options)
 
 
 async def fleet_usable(stack: Stack, count: int = 3) -> None:

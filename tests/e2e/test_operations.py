@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.e2e.conftest import scanner_named, wait_terminal
+from tests.e2e.conftest import running_stack, scanner_named, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +40,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SCANFLEET_ADMIN_TOKEN": TOKEN,
     }
     options = StackOptions(data_dir=tmp_path_factory.mktemp("ops"), scan_duration=1.0, poll_interval=0.2, extra_env=env)
-    running = Stack(options)
-    try:
-        running.start()
-    except Exception:
-        print(running.log_tail())
-        running.stop()
-        raise
-    try:
-        yield running
-    finally:
-        codes = running.stop()
-        print(running.log_tail(10))
-        assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+    yield from running_stack(options)
 
 
 def cli(stack: Stack, *args: str) -> Any:

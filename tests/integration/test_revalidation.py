@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,10 +20,11 @@ import pytest
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.findings import decode_hosts
-from scanfleet.common.messages import DeadLetter, ExportEvent, TaskEvent, encode, utcnow
+from scanfleet.common.messages import DeadLetter, TaskEvent
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.validator.service import Validator
+from tests.integration.test_findings_store import submit_export
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
 EXPORT = (CORPUS / "mitre-saf__sample.nessus").read_bytes()
@@ -60,37 +60,9 @@ async def stop(rt: Runtime, task: asyncio.Task[None], within: float = 10.0) -> N
 
 async def submit(rt: Runtime, data: bytes) -> tuple[str, int]:
     """A task in ``exporting``, its stored export and the ``exported`` event; returns the event's sequence."""
-    task_id = f"t{secrets.token_hex(6)}"
-    now = utcnow()
-    record = TaskRecord(
-        task_id=task_id,
-        trace_id=secrets.token_hex(16),
-        state=TaskState.EXPORTING,
-        pool="default",
-        instance="scanner-1",
-        targets=["10.0.0.0/24"],
-        name="revalidation",
-        created_at=now,
-        updated_at=now,
-    )
-    await rt.tasks.create(record)
-    name = contract.export_object_name(task_id)
-    stored = await put_object_stream(rt.js, contract.EXPORTS_OBJECTS, name, _chunks(data))
-    event = ExportEvent(
-        task_id=task_id,
-        trace_id=record.trace_id,
-        pool="default",
-        instance="scanner-1",
-        scan_type="untrusted",
-        expected_hosts=1,
-        object_name=name,
-        size=stored.size,
-        sha256=hashlib.sha256(data).hexdigest(),
-        nessus_scan_id=1,
-        exported_at=now,
-    )
-    ack = await rt.js.publish(contract.event_subject(task_id, "exported"), encode(event))
-    return task_id, ack.seq
+    task_id = await submit_export(rt, data)
+    event = await rt.js.get_last_msg(contract.EVENTS_STREAM, contract.event_subject(task_id, "exported"))
+    return task_id, int(event.seq or 0)
 
 
 async def next_event(rt: Runtime, task_id: str, kinds: set[str], within: float = 20.0) -> TaskEvent:
