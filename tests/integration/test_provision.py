@@ -9,7 +9,7 @@ import nats
 import pytest
 
 from scanfleet.common import capacity, contract
-from scanfleet.common.bus import ensure_stream, kv_create, kv_get, provision, put_object_stream
+from scanfleet.common.bus import ensure_stream, kv_create, kv_get, kv_items, provision, put_object_stream
 from scanfleet.common.config import parse_fleet
 from scanfleet.common.registry import fleet_view, read_fleet_meta, sync_registry
 from scanfleet.common.runtime import Runtime
@@ -95,6 +95,26 @@ async def test_kv_create_over_an_expired_key(runtime: Runtime) -> None:
     await kv_create(kv, "default.scanner-1", b"two")
     entry = await kv_get(kv, "default.scanner-1")
     assert entry is not None and entry.value == b"two"
+
+
+async def test_kv_items_sees_live_keys_only_and_leaves_no_consumer(runtime: Runtime) -> None:
+    """A stream holds at most 1000 consumers; nats-py's keys() leaks one per call for 5 minutes."""
+    kv = runtime.agents
+    await kv.put("default.kept", b"1")
+    await kv.put("default.kept", b"2")
+    await kv.put("default.deleted", b"x")
+    await kv.delete("default.deleted")
+    await kv.put("default.purged", b"x")
+    await kv.purge("default.purged")
+    await kv.create("default.expired", b"x", msg_ttl=1)
+    async with asyncio.timeout(40):
+        while await kv_get(kv, "default.expired") is not None:  # noqa: ASYNC110 (waits for the server's TTL)
+            await asyncio.sleep(0.2)
+
+    for _ in range(1_100):
+        assert await kv_items(kv) == {"default.kept": b"2"}
+    info = await runtime.js.stream_info(f"KV_{contract.AGENTS_BUCKET}")
+    assert info.state.consumer_count == 0
 
 
 async def test_streamed_object_round_trip_and_overwrite(runtime: Runtime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,8 +15,16 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
@@ -152,16 +161,44 @@ async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
 
 
 async def kv_items(kv: KeyValue) -> dict[str, bytes]:
-    """Every live key with its current value."""
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}
+    """Every live key with its current value, read by one consumer that is deleted afterwards.
+
+    nats-py's ``keys()`` leaves its watcher's consumer on the server for five minutes, and a
+    stream holds at most 1000 consumers: a sweep every few seconds would exhaust them. KeyValue
+    has no public handle on its stream, hence the private attributes.
+    """
+    js: JetStreamContext = kv._js
+    stream: str = kv._stream
+    prefix: str = kv._pre
+    info = await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=f"{prefix}>",
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        ),
+    )
     out: dict[str, bytes] = {}
-    for key in keys:
-        entry = await kv_get(kv, key)
-        if entry is not None and entry.value is not None:
-            out[key] = entry.value
+    try:
+        sub = await js.pull_subscribe_bind(durable=info.name, stream=stream)
+        remaining = info.num_pending or 0
+        while remaining > 0:
+            msgs = await sub.fetch(min(remaining, 256), timeout=5.0)
+            remaining -= len(msgs)
+            for msg in msgs:
+                key = msg.subject[len(prefix) :]
+                operation = (msg.headers or {}).get("KV-Operation")
+                if msg.data and operation not in ("DEL", "PURGE"):
+                    out[key] = msg.data
+                else:
+                    out.pop(key, None)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, info.name)
     return out
 
 
