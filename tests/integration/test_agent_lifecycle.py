@@ -248,7 +248,10 @@ async def test_a_hanging_scanner_times_out_each_call_and_is_retried(rt: Runtime,
         ({"scan_api": False}, "scan_api_unavailable"),
         ({"endpoint_faults": [{"method": "POST", "path": "/scans", "status": 400}]}, "targets_rejected"),
         ({"endpoint_faults": [{"method": "GET", "path": "/scans/{scan_id}", "status": 403}]}, "scanner_auth"),
-        ({"endpoint_faults": [{"method": "GET", "path": "/scans/{scan_id}", "status": 503}]}, "scanner_unreachable"),
+        (
+            {"endpoint_faults": [{"method": "POST", "path": "/scans/{scan_id}/launch", "status": 503}]},
+            "scanner_unreachable",
+        ),
         ({"export_error": True}, "export_error"),
     ],
     ids=["no-scan-api", "targets-rejected", "forbidden", "always-503", "export-error"],
@@ -282,11 +285,40 @@ async def test_an_aborted_scan_fails_the_task(rt: Runtime, emu: Emu) -> None:
     assert failure is not None and failure.reason == "scan_aborted"
 
 
+async def test_an_operator_retry_on_the_same_scanner_runs_a_new_scan(rt: Runtime, emu: Emu) -> None:
+    """The first attempt's Nessus scan (aborted, still listed) must not be adopted by the retry."""
+    assignment = await dispatched(rt)
+    run = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
+    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    first_scan = (await record_of(rt, assignment.task_id)).nessus_scan_id
+    await emu.faults(abort_scan=first_scan)
+    assert (await asyncio.wait_for(run, 10)) is not None
+    await rt.tasks.transition(assignment.task_id, TaskState.FAILED)
+    await rt.tasks.requeue(assignment.task_id)
+
+    def assign(r: TaskRecord) -> None:
+        r.instance = INSTANCE
+
+    await rt.tasks.transition(assignment.task_id, TaskState.DISPATCHED, assign)
+    assert await drive(lifecycle(rt, emu, assignment)) is None
+    record = await record_of(rt, assignment.task_id)
+    assert record.state is TaskState.EXPORTING and record.nessus_scan_id not in (None, first_scan)
+    assert first_scan is not None and record.nessus_scan_id is not None
+    assert emu.state.status(emu.state.scans[first_scan], emu.state.clock()) == "aborted"
+    assert len(emu.state.scans[record.nessus_scan_id].runs) == 1
+
+
 @pytest.mark.parametrize(
     ("settings", "faults", "reason"),
     [
         ({"pending_timeout": 0.3}, {"stay_pending": True}, "pending_timeout"),
         ({"running_timeout": 0.2}, {}, "running_timeout"),
+        # A scanner unreachable while the scan runs is waited out, up to the running deadline.
+        (
+            {"running_timeout": 0.5},
+            {"endpoint_faults": [{"method": "GET", "path": "/scans/{scan_id}", "status": 503}]},
+            "running_timeout",
+        ),
         ({"export_timeout": 0.3}, {"export_stuck": True}, "export_timeout"),
     ],
 )
@@ -370,6 +402,11 @@ async def test_a_rerun_after_a_crash_adopts_the_launched_scan(rt: Runtime, emu: 
 async def test_a_lost_record_write_after_create_is_healed_by_name(rt: Runtime, emu: Emu) -> None:
     """Crash between creating the scan and recording its id: the rerun finds it by name."""
     assignment = await dispatched(rt)
+
+    def claimed_by_the_dead_agent(r: TaskRecord) -> None:
+        r.claimed_by = "agent-dead"
+
+    await rt.tasks.update(assignment.task_id, claimed_by_the_dead_agent)
     await emu.client.create_scan(name=nessus_scan_name(assignment.task_id), targets=assignment.request.targets)
     assert await drive(lifecycle(rt, emu, assignment)) is None
     await assert_exported(rt, emu, assignment.task_id)

@@ -67,9 +67,10 @@ class TaskGone(Exception):
     """Another writer ended the task (or it moved on to validation): nothing left to do here."""
 
 
-def nessus_scan_name(task_id: str) -> str:
-    """Unique per task, so a scan created just before a crash can be found and adopted."""
-    return f"scanfleet-{task_id}"
+def nessus_scan_name(task_id: str, retries: int = 0) -> str:
+    """Unique per task and attempt, so a scan created just before a crash can be found and
+    adopted, while an operator's retry never adopts the scan of the attempt that failed."""
+    return f"scanfleet-{task_id}" if retries == 0 else f"scanfleet-{task_id}-retry{retries}"
 
 
 def expected_hosts(targets: list[str]) -> int:
@@ -179,10 +180,11 @@ class Lifecycle:
         """Drive the task to ``validating`` (export published) or to cancelled/timeout."""
         try:
             record = await self._fresh()
+            created = False
             if record.nessus_scan_id is None:
-                record = await self._create(record)
+                record, created = await self._create(record)
             if record.state is TaskState.DISPATCHED:
-                record = await self._launch(record)
+                record = await self._launch(record, created=created)
             if record.state is TaskState.RUNNING:
                 await self._watch(record)
                 record = await self.rt.tasks.transition(self.task_id, TaskState.EXPORTING)
@@ -218,9 +220,10 @@ class Lifecycle:
         names = sorted(t.name for t in templates)
         raise PermanentFailure("template_not_found", f"no Nessus template {wanted!r} for {scan_type}; has {names}")
 
-    async def _create(self, record: TaskRecord) -> TaskRecord:
+    async def _create(self, record: TaskRecord) -> tuple[TaskRecord, bool]:
+        """Create the Nessus scan, or adopt the one an earlier run made; True if created now."""
         request = self.assignment.request
-        name = nessus_scan_name(self.task_id)
+        name = nessus_scan_name(self.task_id, record.retries)
         try:
             target_credential = self.credentials.resolve(request)
         except CredentialError as exc:
@@ -228,16 +231,24 @@ class Lifecycle:
         ssh = to_nessus(target_credential) if target_credential is not None else None
         template = await self._template(request.scan_type)
 
+        # The claim is written before any scan is created: a task nobody claimed before has
+        # no scan to adopt, so only a task claimed before pays for listing the scanner's scans.
+        previous: list[str | None] = []
+
         def claim(r: TaskRecord) -> None:
+            previous.append(r.claimed_by)
             if r.claimed_by not in (None, self.agent_id):
                 log.info("taking over from agent %s", r.claimed_by)
             r.claimed_by = self.agent_id
 
         await self.rt.tasks.update(self.task_id, claim)
+        may_exist = previous[-1] is not None
         for attempt in range(self.policy.attempts):
-            existing = await self._retry(lambda: self.client.find_scans_by_name(name), "list scans")
+            existing = []
+            if may_exist:
+                existing = await self._retry(lambda: self.client.find_scans_by_name(name), "list scans")
             if existing:
-                scan_id = min(s.id for s in existing)
+                scan_id, created = min(s.id for s in existing), False
                 log.info("adopting Nessus scan %s found by name", scan_id)
                 break
             try:
@@ -250,6 +261,7 @@ class Lifecycle:
                 )
             except NessusTransientError as exc:
                 # The scan may exist although the reply was lost: look it up by name before retrying.
+                may_exist = True
                 if self.breaker is not None:
                     self.breaker.failure()
                 if attempt == self.policy.attempts - 1:
@@ -266,6 +278,7 @@ class Lifecycle:
                 raise PermanentFailure("invalid_targets", str(exc)) from exc
             if self.breaker is not None:
                 self.breaker.success()
+            created = True
             break
         else:
             raise AssertionError("unreachable")
@@ -274,24 +287,28 @@ class Lifecycle:
             r.nessus_scan_id = scan_id
             r.nessus_scan_name = name
 
-        return await self.rt.tasks.update(self.task_id, remember)
+        return await self.rt.tasks.update(self.task_id, remember), created
 
     # Launch -----------------------------------------------------------------------------
 
-    async def _launch(self, record: TaskRecord) -> TaskRecord:
+    async def _launch(self, record: TaskRecord, *, created: bool) -> TaskRecord:
+        """Launch once. ``created``: this run made the scan just now, so it is surely unlaunched;
+        otherwise (a rerun, an adopted scan) Nessus says whether it already runs."""
         scan_id = self._scan_id(record)
         await self._fresh()
-        details = await self._retry(lambda: self.client.scan_details(scan_id), "scan details")
-        if details.status == "empty":
+        status = "empty"
+        if not created:
+            status = (await self._retry(lambda: self.client.scan_details(scan_id), "scan details")).status
+        if status == "empty":
             try:
                 # A launch whose reply was lost is retried and answered 409: adopted, never run twice.
                 await self._retry(lambda: self.client.launch(scan_id), "launch", NessusConflict)
             except NessusConflict:
                 log.info("scan %s is already running; adopting it", scan_id)
-        elif details.status in NESSUS_ENDED:
-            raise PermanentFailure("scan_" + details.status, f"Nessus scan {scan_id} is {details.status}")
+        elif status in NESSUS_ENDED:
+            raise PermanentFailure("scan_" + status, f"Nessus scan {scan_id} is {status}")
         else:
-            log.info("Nessus scan %s already launched (%s); adopting it", scan_id, details.status)
+            log.info("Nessus scan %s already launched (%s); adopting it", scan_id, status)
         record = await self.rt.tasks.transition(self.task_id, TaskState.RUNNING)
         await self.rt.publish_event(record, "running", detail=f"nessus scan {scan_id}")
         return record
