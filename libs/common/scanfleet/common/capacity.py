@@ -47,11 +47,19 @@ async def _read(kv: KeyValue, key: str) -> tuple[Slots, int] | None:
     return _decoder.decode(entry.value), int(entry.revision or 0)
 
 
-async def _modify(kv: KeyValue, key: str, change: Callable[[Slots], bool | None], attempts: int = 20) -> bool:
+async def _modify(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[Slots], bool | None],
+    attempts: int = 20,
+    known: tuple[Slots, int] | None = None,
+) -> bool:
     """Apply ``change`` with CAS. ``change`` returns True to write, False for no-op success,
-    None for refusal; the result says whether the wanted state holds."""
+    None for refusal; the result says whether the wanted state holds. ``known`` (slots and
+    revision, e.g. from a mirror) is tried first instead of a read: stale costs one retry."""
     for _ in range(attempts):
-        current = await _read(kv, key)
+        current = (_copy(known[0]), known[1]) if known is not None else await _read(kv, key)
+        known = None
         if current is None:
             return False
         slots, revision = current
@@ -68,7 +76,11 @@ async def _modify(kv: KeyValue, key: str, change: Callable[[Slots], bool | None]
     return False
 
 
-async def reserve(kv: KeyValue, key: str, task_id: str) -> bool:
+def _copy(slots: Slots) -> Slots:
+    return Slots(limit=slots.limit, tasks=list(slots.tasks), last_assigned_at=slots.last_assigned_at)
+
+
+async def reserve(kv: KeyValue, key: str, task_id: str, *, known: tuple[Slots, int] | None = None) -> bool:
     """Take a slot for ``task_id`` if one is free; True also when the task already holds one."""
 
     def take(slots: Slots) -> bool | None:
@@ -80,7 +92,7 @@ async def reserve(kv: KeyValue, key: str, task_id: str) -> bool:
         slots.last_assigned_at = utcnow()
         return True
 
-    return await _modify(kv, key, take, attempts=3)
+    return await _modify(kv, key, take, attempts=3, known=known)
 
 
 async def release(kv: KeyValue, key: str, task_id: str) -> bool:

@@ -41,6 +41,7 @@ class KvMirror(Generic[T]):
         self.decode = decode
         self.skip = skip
         self.values: dict[str, T] = {}
+        self.revisions: dict[str, int] = {}
         self.changed = asyncio.Event()
         self.ready = asyncio.Event()
         self.restarts = 0
@@ -60,6 +61,7 @@ class KvMirror(Generic[T]):
     async def _watch(self) -> None:
         watcher = await self.kv.watchall()
         fresh: dict[str, T] = {}
+        fresh_revisions: dict[str, int] = {}
         initial = True
         try:
             while True:
@@ -70,17 +72,19 @@ class KvMirror(Generic[T]):
                     continue
                 if entry is None:
                     if initial:
-                        self.values, initial = fresh, False
+                        self.values, self.revisions, initial = fresh, fresh_revisions, False
                         self.ready.set()
                         self.changed.set()
                     continue
-                target = fresh if initial else self.values
+                target, revisions = (fresh, fresh_revisions) if initial else (self.values, self.revisions)
                 if entry.key in self.skip:
                     continue
                 if entry.value is None or entry.operation in ("DEL", "PURGE"):
                     target.pop(entry.key, None)
+                    revisions.pop(entry.key, None)
                 else:
                     target[entry.key] = self.decode(entry.value)
+                    revisions[entry.key] = int(entry.revision or 0)
                 if not initial:
                     self.changed.set()
         finally:
@@ -117,6 +121,11 @@ class FleetMirror:
     async def wait_ready(self) -> None:
         for mirror in self._mirrors:
             await mirror.ready.wait()
+
+    def slots_of(self, key: str) -> tuple[capacity.Slots, int] | None:
+        """The mirrored slots of one scanner with their revision, for a CAS without a read."""
+        slots, revision = self.slots.values.get(key), self.slots.revisions.get(key)
+        return None if slots is None or revision is None else (slots, revision)
 
     def views(self) -> list[ScannerView]:
         return assemble(list(self.registry.values.values()), dict(self.slots.values), dict(self.agents.values))

@@ -218,7 +218,14 @@ class TaskStore:
         except TaskNotFound:
             return None
 
-    async def transition(self, task_id: str, target: TaskState, mutate: Mutation | None = None) -> TaskRecord:
+    async def transition(
+        self,
+        task_id: str,
+        target: TaskState,
+        mutate: Mutation | None = None,
+        *,
+        known: tuple[TaskRecord, int] | None = None,
+    ) -> TaskRecord:
         """Move the task to ``target``; raises IllegalTransition if the current state forbids it."""
 
         def apply(record: TaskRecord) -> None:
@@ -227,16 +234,23 @@ class TaskStore:
                 mutate(record)
             _stamp(record, target, utcnow())
 
-        return await self.update(task_id, apply)
+        return await self.update(task_id, apply, known=known)
 
     async def requeue(self, task_id: str) -> TaskRecord:
         """Reset a failed or timed-out task to ``queued`` (see ``reset_for_retry``), with CAS."""
         return await self.update(task_id, lambda record: reset_for_retry(record, utcnow()))
 
-    async def update(self, task_id: str, mutate: Mutation) -> TaskRecord:
-        """Read-modify-write with CAS, retried on conflict; ``mutate`` may raise to abort."""
+    async def update(
+        self, task_id: str, mutate: Mutation, *, known: tuple[TaskRecord, int] | None = None
+    ) -> TaskRecord:
+        """Read-modify-write with CAS, retried on conflict; ``mutate`` may raise to abort.
+
+        ``known`` is a record and revision the caller has just read (and gives up): the first
+        attempt writes against it, saving a read; a stale one only costs the usual retry.
+        """
         for _ in range(self.max_conflicts):
-            record, revision = await self.read(task_id)
+            record, revision = known if known is not None else await self.read(task_id)
+            known = None
             state_before = record.state
             mutate(record)
             if record.state == state_before:

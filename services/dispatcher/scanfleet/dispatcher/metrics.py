@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from scanfleet.common import contract
 from scanfleet.common.metrics import scanner_label
@@ -33,6 +33,12 @@ POOL_CAPACITY = Gauge("nessus_pool_total_capacity", "Sum of the pool's scanner c
 POOL_ACTIVE = Gauge("nessus_pool_total_active", "Scans holding a slot in the pool", ["pool"])
 POOL_QUEUE_DEPTH = Gauge("nessus_pool_queue_depth", "Requests waiting for a scanner in the pool", ["pool"])
 ACTIVE_SCANS = Gauge("nessus_active_scans", "Scans holding a slot, fleet-wide")
+DISPATCH_LATENCY = Histogram(
+    "scanfleet_dispatch_latency_seconds",
+    "From the dispatcher noticing a change (a freed slot, a new request) to the assignment published",
+    ["pool"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 CIRCUIT_CODES = {"closed": 0, "open": 1, "half_open": 2}
 Samples = dict[Gauge, dict[tuple[str, ...], float]]

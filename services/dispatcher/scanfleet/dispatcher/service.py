@@ -29,7 +29,7 @@ from scanfleet.common.messages import Assignment, ScanRequest, decode, encode, u
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime, dead_letter_for, pull, run, service_runtime, wait_stopping
-from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
+from scanfleet.common.tasks import IllegalTransition, TaskNotFound, TaskRecord, TaskState
 from scanfleet.common.telemetry import consumer_span, publish
 from scanfleet.dispatcher import metrics
 from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
@@ -55,8 +55,7 @@ class PoolDispatcher:
         self.pool = pool
         self.waiting: dict[str, Held] = {}
         self.wake = asyncio.Event()
-        self.latencies: list[float] = []
-        self._free_since: float | None = None
+        self.woken_at: float | None = None
 
     async def run(self) -> None:
         try:
@@ -79,7 +78,7 @@ class PoolDispatcher:
         async for msgs in pull(self.rt, contract.REQUESTS_STREAM, durable, batch=200, wait=1.0):
             for msg in msgs:
                 await self._accept(msg)
-            self.wake.set()
+            self.poke()
 
     async def _accept(self, msg: Msg) -> None:
         try:
@@ -125,6 +124,12 @@ class PoolDispatcher:
                 with contextlib.suppress(Exception):
                     await held.msg.in_progress()
 
+    def poke(self) -> None:
+        """Something changed that may let a waiting request go: plan again soon."""
+        if not self.wake.is_set():
+            self.woken_at = time.perf_counter()
+            self.wake.set()
+
     async def _schedule_loop(self) -> None:
         me = asyncio.current_task()
         while True:
@@ -136,10 +141,11 @@ class PoolDispatcher:
                 async with asyncio.timeout(1.0):
                     await self.wake.wait()
             self.wake.clear()
+            woken_at, self.woken_at = self.woken_at or time.perf_counter(), None
             if self.waiting:
-                await self._schedule_once()
+                await self._schedule_once(woken_at)
 
-    def _snapshot(self) -> tuple[list[Candidate], dict[str, str]]:
+    def _candidates(self) -> tuple[list[Candidate], dict[str, str]]:
         views = [v for v in self.mirror.views() if v.entry.pool == self.pool]
         holders = {t: v.entry.instance for v in views for t in v.slots.tasks}
         candidates = [
@@ -154,32 +160,45 @@ class PoolDispatcher:
         ]
         return candidates, holders
 
-    async def _schedule_once(self) -> None:
-        candidates, holders = self._snapshot()
-        if any(c.usable and c.active < c.limit for c in candidates):
-            self._free_since = self._free_since or time.perf_counter()
+    async def _schedule_once(self, woken_at: float) -> None:
+        """Plan over the mirror, then carry the plan out: scanners in parallel, each one's
+        decisions in order (so they do not race each other for the same slot record)."""
+        candidates, holders = self._candidates()
         waiting = [
             Waiting(task_id=t, seq=h.seq, instance=h.request.scanner_instance, held_by=holders.get(t))
             for t, h in self.waiting.items()
         ]
+        per_scanner: dict[str, list[Decision]] = {}
         for decision in plan(waiting, candidates):
-            if not await self._assign(decision):
-                self.wake.set()
-                return
-        candidates, _ = self._snapshot()
-        if not any(c.usable and c.active < c.limit for c in candidates):
-            self._free_since = None
+            per_scanner.setdefault(decision.instance, []).append(decision)
 
-    async def _assign(self, decision: Decision) -> bool:
+        async def carry_out(decisions: list[Decision]) -> bool:
+            slots = self.mirror.slots_of(instance_key(self.pool, decisions[0].instance))
+            for decision in decisions:
+                if not await self._assign(decision, woken_at, slots):
+                    return False
+                slots = None  # the mirror has not seen our own write yet
+            return True
+
+        async with asyncio.TaskGroup() as tg:
+            runs = [tg.create_task(carry_out(decisions)) for decisions in per_scanner.values()]
+        if not all(run.result() for run in runs):
+            self.poke()
+
+    async def _assign(self, decision: Decision, woken_at: float, slots: tuple[capacity.Slots, int] | None) -> bool:
+        """Reserve, mark dispatched, publish, ack: False when the slot was gone (plan again)."""
         held = self.waiting[decision.task_id]
         request = held.request
         key = instance_key(self.pool, decision.instance)
         with task_context(request.task_id, request.trace_id):
-            if not decision.already_reserved and not await self._still_queued(held):
-                self.wake.set()
-                return True
-            if not decision.already_reserved and not await capacity.reserve(self.rt.capacity, key, request.task_id):
-                return False
+            known = None
+            if not decision.already_reserved:
+                known = await self._still_queued(held)
+                if known is None:
+                    self.poke()  # the slot planned for it is still free
+                    return True
+                if not await capacity.reserve(self.rt.capacity, key, request.task_id, known=slots):
+                    return False
 
             def dispatched(record: TaskRecord) -> None:
                 record.instance = decision.instance
@@ -196,7 +215,9 @@ class PoolDispatcher:
                 },
             ):
                 try:
-                    record = await self.rt.tasks.transition(request.task_id, TaskState.DISPATCHED, dispatched)
+                    record = await self.rt.tasks.transition(
+                        request.task_id, TaskState.DISPATCHED, dispatched, known=known
+                    )
                 except IllegalTransition as exc:
                     log.info("task left the queue before dispatch (%s); releasing its slot", exc.current)
                     await capacity.release(self.rt.capacity, key, request.task_id)
@@ -204,27 +225,29 @@ class PoolDispatcher:
                     self.waiting.pop(request.task_id, None)
                     return True
                 await self._publish_assignment(record, request)
-                if self._free_since is not None:
-                    self.latencies.append(time.perf_counter() - self._free_since)
-                    self._free_since = time.perf_counter()
+                metrics.DISPATCH_LATENCY.labels(self.pool).observe(time.perf_counter() - woken_at)
                 await held.msg.ack()
                 self.waiting.pop(request.task_id, None)
                 await self.rt.publish_event(record, "dispatched", detail=decision.instance)
                 log.info("assigned to %s", key)
             return True
 
-    async def _still_queued(self, held: Held) -> bool:
-        """A task cancelled while it waited is dropped before any slot is reserved for it; the
-        gateway deleted its request already, so the ack below is a no-op kept for safety."""
+    async def _still_queued(self, held: Held) -> tuple[TaskRecord, int] | None:
+        """The task's record and revision if it still waits. A task cancelled while it waited
+        is dropped before any slot is reserved for it; the gateway deleted its request
+        already, so the ack below is a no-op kept for safety."""
         task_id = held.request.task_id
-        record = await self.rt.tasks.get(task_id)
+        try:
+            record, revision = await self.rt.tasks.read(task_id)
+        except TaskNotFound:
+            record, revision = None, 0
         if record is not None and record.state is TaskState.QUEUED:
-            return True
+            return record, revision
         log.info("task left the queue before dispatch (%s); dropping its request", record and record.state)
         with contextlib.suppress(Exception):
             await held.msg.ack()
         self.waiting.pop(task_id, None)
-        return False
+        return None
 
     async def _publish_assignment(self, record: TaskRecord, request: ScanRequest) -> None:
         assert record.instance is not None
@@ -285,7 +308,7 @@ class Dispatcher:
             await self.mirror.changed.wait()
             self.mirror.changed.clear()
             for dispatcher in self.dispatchers.values():
-                dispatcher.wake.set()
+                dispatcher.poke()
 
     async def _reload_loop(self) -> None:
         while True:
