@@ -195,15 +195,18 @@ class Validator:
                 r.error = verdict.message
                 r.error_reason = verdict.reason
 
+        ended: TaskRecord | None = None
         try:
-            record = await self.rt.tasks.transition(event.task_id, target, apply)
+            ended = await self.rt.tasks.transition(event.task_id, target, apply)
         except IllegalTransition as exc:
             log.info("task already %s; nothing to record", exc.current)
-        else:
-            await self.rt.publish_event(record, str(target), detail=verdict.message)
+        # The slot goes back the moment the task has ended, before anything else, so the
+        # dispatcher can fill it while the event is still on its way.
+        await capacity.release(self.rt.capacity, contract.instance_key(event.pool, event.instance), event.task_id)
+        if ended is not None:
+            await self.rt.publish_event(ended, str(target), detail=verdict.message)
             log.info("validation %s: %s", "passed" if verdict.ok else "failed", verdict.message)
             _count(event, verdict)
-        await capacity.release(self.rt.capacity, contract.instance_key(event.pool, event.instance), event.task_id)
 
     async def _dead_letter(self, msg: Msg, task_id: str | None, trace_id: str | None, reason: str, error: str) -> None:
         await self.rt.dead_letter(
