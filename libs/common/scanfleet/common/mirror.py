@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.kv import KeyValue
 
 from scanfleet.common import capacity
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.messages import Heartbeat
 from scanfleet.common.registry import (
     FLEET_META_KEY,
@@ -65,6 +66,7 @@ class KvMirror(Generic[T]):
         initial = True
         try:
             while True:
+                honour_cancel()
                 try:
                     entry = await watcher.updates(timeout=WATCHDOG_INTERVAL)  # type: ignore[no-untyped-call]
                 except (NatsTimeout, TimeoutError):

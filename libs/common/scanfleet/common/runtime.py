@@ -19,6 +19,7 @@ from nats.js.errors import FetchTimeoutError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import connect, ensure_bucket, provision
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import setup_logging
@@ -153,20 +154,25 @@ async def pull(rt: Runtime, stream: str, durable: str, *, batch: int, wait: floa
     then take whatever else is already there.
     """
     sub = await rt.js.pull_subscribe_bind(durable=durable, stream=stream)
-    while True:
-        try:
-            msgs = await sub.fetch(batch=1, timeout=wait)
-        except (NatsTimeout, FetchTimeoutError, TimeoutError):
-            continue
-        except NatsError as exc:
-            # While the server restarts: no responders, JetStream not ready, connection reset.
-            log.warning("pull from %s/%s failed (%s); retrying", stream, durable, exc)
-            await asyncio.sleep(0.5)
-            continue
-        if batch > 1:
-            with contextlib.suppress(NatsTimeout, FetchTimeoutError, TimeoutError, NatsError):
-                msgs += await sub.fetch(batch=batch - 1, timeout=0.01)
-        yield msgs
+    try:
+        while True:
+            honour_cancel()
+            try:
+                msgs = await sub.fetch(batch=1, timeout=wait)
+            except (NatsTimeout, FetchTimeoutError, TimeoutError):
+                continue
+            except NatsError as exc:
+                # While the server restarts: no responders, JetStream not ready, connection reset.
+                log.warning("pull from %s/%s failed (%s); retrying", stream, durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            if batch > 1:
+                with contextlib.suppress(NatsTimeout, FetchTimeoutError, TimeoutError, NatsError):
+                    msgs += await sub.fetch(batch=batch - 1, timeout=0.01)
+            yield msgs
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 async def keep_in_progress(msg: Msg, every: float) -> None:

@@ -21,6 +21,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from scanfleet.common import capacity, contract, ops_http
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.contract import instance_key
 from scanfleet.common.lease import Lease
@@ -131,12 +132,8 @@ class PoolDispatcher:
             self.wake.set()
 
     async def _schedule_loop(self) -> None:
-        me = asyncio.current_task()
         while True:
-            # On 3.11 asyncio.wait_for (also inside nats-py's requests) swallows a cancel that lands
-            # as its future completes; the task still counts it, so honour it here.
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError
+            honour_cancel()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self.wake.wait()
@@ -322,6 +319,7 @@ class Dispatcher:
     async def _lead_loop(self) -> None:
         try:
             while True:
+                honour_cancel()
                 leading = not self.lead or await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
                 if leading:
                     self._ensure_pools()
