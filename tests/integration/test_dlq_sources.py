@@ -11,8 +11,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
+from scanfleet.agent.instance import InstanceAgent, Work
 from scanfleet.agent.lifecycle import PermanentFailure
-from scanfleet.agent.service import InstanceAgent, Work
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.config import ScannerAuth, ScannerConfig

@@ -1,4 +1,4 @@
-"""The scanner agent: owns the assignments of its scanner instances and drives Nessus.
+"""One scanner instance's agent: its heartbeat, circuit breaker, assignments and Nessus scans.
 
 An assignment stays unacknowledged for the whole scan, refreshed by in-progress acks, so
 if the agent dies the server redelivers it. Every step records what it did in the task
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 import msgspec
@@ -29,9 +28,10 @@ from scanfleet.agent.circuit import CircuitBreaker, CircuitState
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
 from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError
 from scanfleet.agent.secrets import CredentialResolver
-from scanfleet.common import capacity, contract, ops_http
+from scanfleet.common import capacity, contract
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import kv_get
-from scanfleet.common.config import FleetConfig, ScannerConfig, Settings, load_fleet
+from scanfleet.common.config import ScannerConfig, Settings
 from scanfleet.common.contract import instance_key
 from scanfleet.common.credentials import CredentialStore
 from scanfleet.common.crypto import Keyring
@@ -43,9 +43,6 @@ from scanfleet.common.runtime import (
     dead_letter_for,
     keep_in_progress,
     pull,
-    run,
-    service_runtime,
-    wait_stopping,
 )
 from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
 from scanfleet.common.telemetry import consumer_span
@@ -205,6 +202,7 @@ class InstanceAgent:
         beat = await self.probe()
         probed = loop.time()
         while True:
+            honour_cancel()
             await self.rt.agents.put(self.key, encode(self._stamp(beat)))
             self.last_beat = beat
             wait = contract.AGENT_HEARTBEAT_INTERVAL
@@ -346,39 +344,3 @@ class InstanceAgent:
         )
         if msg.reply:
             await self.rt.nc.publish(msg.reply, f"+TERM {reason}".encode())
-
-
-def selected_instances(fleet: FleetConfig, selector: str | None) -> list[tuple[str, ScannerConfig]]:
-    """``pool/instance`` names separated by commas, or every configured instance."""
-    instances = fleet.instances()
-    if not selector:
-        return instances
-    wanted = {s.strip() for s in selector.split(",") if s.strip()}
-    chosen = [(p, s) for p, s in instances if f"{p}/{s.id}" in wanted]
-    unknown = wanted - {f"{p}/{s.id}" for p, s in chosen}
-    if unknown:
-        valid = ", ".join(f"{p}/{s.id}" for p, s in instances)
-        raise SystemExit(f"unknown scanner instances {sorted(unknown)}; valid: {valid}")
-    return chosen
-
-
-async def serve(settings: Settings) -> None:
-    fleet = load_fleet(settings.require_scanners_file())
-    instances = selected_instances(fleet, settings.agent_instances)
-    agent_id = uuid.uuid4().hex[:12]
-    credentials = credential_resolver(settings)
-    async with service_runtime("agent", settings, topology=fleet.topology(settings.dispatch_ack_wait)) as rt:
-        agents = [InstanceAgent(rt, p, s, agent_id, credentials) for p, s in instances]
-        workers = [asyncio.create_task(a.run()) for a in agents]
-        log.info("agent %s serving %s", agent_id, ", ".join(f"{p}/{s.id}" for p, s in instances))
-        async with ops_http.serving(rt, checks={"scanners_reachable": lambda: scanners_reachable(agents)}):
-            await wait_stopping(rt, *workers)
-
-
-async def scanners_reachable(agents: list[InstanceAgent]) -> bool:
-    """Ready once every scanner this agent serves answered its last probe."""
-    return all(a.last_beat is not None and a.last_beat.reachable for a in agents)
-
-
-def main() -> int:
-    return run("agent", serve)
