@@ -10,19 +10,25 @@ scan its duration. Prints one JSON object.
 
 Definitions:
 - bound (per pool) = max(total scan time / total capacity, longest scan);
+- fifo ideal (per pool) = the makespan the dispatcher's own routing function (``plan``) gives
+  when every hand-over is instant: the same queue, FIFO order and targeting, zero overhead.
+  It is the best any FIFO scheduler can do with these scans, so makespan / fifo ideal is
+  the cost of the real system alone, and fifo ideal / bound that of the FIFO rule;
 - makespan (per pool) = last completion - first dispatch in that pool (the whole batch is
   queued before the dispatcher starts);
 - slot overhead = how long a slot is held beyond the scan's own duration (create, launch,
   polling granularity, export, validation);
 - utilization (per pool) = total scan time / (capacity x makespan);
-- dispatch latency = from a slot becoming free (the completed event of the scan that held
-  it) while a request of that pool waits, to the dispatched event that fills it.
+- dispatch latency = from a slot becoming free (its release stored in the capacity bucket)
+  while a request that may use it waits, to the assignment published for that scanner. Both
+  are timed as they reach the benchmark's one connection, so both are on one clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import itertools
 import json
 import math
@@ -40,9 +46,15 @@ from typing import Any
 import httpx
 import msgspec
 import nats
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from prometheus_client.parser import text_string_to_metric_families
 
 from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
+from scanfleet.common import contract
+from scanfleet.common.capacity import Slots
 from scanfleet.common.messages import TaskEvent
+from scanfleet.dispatcher.routing import Candidate, Waiting, plan
 
 CAPACITIES = {
     "alpha": [1, 2, 3, 4, 5, 1, 2, 3],
@@ -152,28 +164,82 @@ def ts(value: datetime) -> float:
     return value.timestamp()
 
 
-def dispatch_latencies(events: dict[str, dict[str, TaskEvent]], tasks: dict[str, Planned]) -> list[float]:
-    by_scanner: dict[tuple[str, str], list[tuple[float, str, str]]] = defaultdict(list)
-    queued_at = {t: ts(e["queued"].at) for t, e in events.items() if "queued" in e}
-    for task_id, kinds in events.items():
-        pool = tasks[task_id].pool
-        dispatched = kinds.get("dispatched")
-        if dispatched is None or dispatched.instance is None:
-            continue
-        by_scanner[(pool, dispatched.instance)].append((ts(dispatched.at), "dispatched", task_id))
-        for kind in ("completed", "failed"):
-            if kind in kinds:
-                by_scanner[(pool, dispatched.instance)].append((ts(kinds[kind].at), "freed", task_id))
+def fifo_ideal(planned: list[Planned], pool: str) -> float:
+    """Makespan of ``plan`` over this pool's queue when every hand-over takes no time."""
+    scanners = [s for s in FLEET if s.pool == pool]
+    duration = {str(i): p.duration for i, p in enumerate(planned) if p.pool == pool}
+    waiting = [Waiting(task_id=str(i), seq=i, instance=p.instance) for i, p in enumerate(planned) if p.pool == pool]
+    active = {s.id: 0 for s in scanners}
+    last = {s.id: 0.0 for s in scanners}
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while waiting or running:
+        fleet = [Candidate(s.id, s.max_concurrent_scans, active[s.id], last_assigned_at=last[s.id]) for s in scanners]
+        decisions = plan(waiting, fleet)
+        for order, decision in enumerate(decisions):
+            active[decision.instance] += 1
+            last[decision.instance] = now + order * 1e-9
+            heapq.heappush(running, (now + duration[decision.task_id], decision.instance))
+        assigned = {d.task_id for d in decisions}
+        waiting = [w for w in waiting if w.task_id not in assigned]
+        now, instance = heapq.heappop(running)
+        active[instance] -= 1
+        while running and running[0][0] == now:
+            active[heapq.heappop(running)[1]] -= 1
+    return now
+
+
+@dataclass
+class SlotTrace:
+    """Slot releases and assignments as one core-NATS subscriber saw them, on one clock."""
+
+    releases: list[tuple[float, str, str]]
+    assignments: list[tuple[float, str, str]]
+
+
+class SlotWatcher:
+    def __init__(self) -> None:
+        self.trace = SlotTrace([], [])
+        self._held: dict[str, set[str]] = {}
+        self._seen: set[str] = set()
+
+    async def on_capacity(self, msg: Msg) -> None:
+        at = time.perf_counter()
+        key = msg.subject.removeprefix(f"$KV.{contract.CAPACITY_BUCKET}.")
+        tasks = set(msgspec.json.decode(msg.data, type=Slots).tasks) if msg.data else set()
+        for task_id in self._held.get(key, set()) - tasks:
+            self.trace.releases.append((at, key, task_id))
+        self._held[key] = tasks
+
+    async def on_assignment(self, msg: Msg) -> None:
+        at = time.perf_counter()
+        _, _, pool, instance, task_id = msg.subject.split(".", 4)
+        if task_id not in self._seen:  # a redelivered assignment fills no new slot
+            self._seen.add(task_id)
+            self.trace.assignments.append((at, f"{pool}.{instance}", task_id))
+
+
+def dispatch_latencies(trace: SlotTrace, tasks: dict[str, Planned]) -> list[float]:
+    """For each release while a request that could use it waited: the wait for the next
+    assignment to that scanner."""
+    assigned_at = {task_id: at for at, _, task_id in trace.assignments}
+    timeline = sorted(
+        [(at, 0, key, t) for at, key, t in trace.releases] + [(at, 1, key, t) for at, key, t in trace.assignments]
+    )
+    free_since: dict[str, list[float]] = defaultdict(list)
     latencies = []
-    for timeline in by_scanner.values():
-        timeline.sort()
-        last_free: float | None = None
-        for at, what, task_id in timeline:
-            if what == "freed":
-                last_free = at
-            elif last_free is not None and queued_at.get(task_id, at) <= last_free:
-                latencies.append(at - last_free)
-                last_free = None
+    for at, kind, key, _ in timeline:
+        pool, instance = key.split(".", 1)
+        if kind == 1:
+            if free_since[key]:
+                latencies.append(at - free_since[key].pop(0))
+            continue
+        eligible_waiting = any(
+            p.pool == pool and p.instance in (None, instance) and assigned_at.get(t, math.inf) > at
+            for t, p in tasks.items()
+        )
+        if eligible_waiting:
+            free_since[key].append(at)
     return latencies
 
 
@@ -182,7 +248,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(scans: int, mean: float, targeted: float, seed: int) -> dict[str, Any]:
+async def dispatcher_histogram(base: str) -> dict[str, Any]:
+    """The dispatcher's own ``scanfleet_dispatch_latency_seconds``: cumulative share per bucket."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        text = (await http.get("/metrics")).text
+    buckets: dict[float, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        if family.name == "scanfleet_dispatch_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] += sample.value
+    total = buckets.get(math.inf, 0.0)
+    return {
+        "assignments": int(total),
+        "share_within_ms": {f"{le * 1000:g}": round(n / total, 4) for le, n in sorted(buckets.items()) if total},
+    }
+
+
+async def run(scans: int, mean: float, targeted: float, seed: int) -> tuple[dict[str, Any], SlotTrace]:
     planned = plan_scans(scans, mean, targeted, seed)
     with tempfile.TemporaryDirectory(prefix="scanfleet-sched-") as tmp:
         stack = Stack(
@@ -204,12 +287,30 @@ async def run(scans: int, mean: float, targeted: float, seed: int) -> dict[str, 
             started = time.perf_counter()
             tasks = await submit_all(stack.gateway_url, planned)
             submitted_s = time.perf_counter() - started
-            await asyncio.to_thread(stack.start_service, "dispatcher")
-            events = await collect_events(stack.nats.url, tasks)
+            watcher = SlotWatcher()
+            nc = await nats.connect(stack.nats.url)
+            try:
+                # Slots from the stream, not core NATS: a core subscriber also sees the CAS
+                # writes the server refused.
+                await nc.jetstream().subscribe(
+                    f"$KV.{contract.CAPACITY_BUCKET}.>",
+                    cb=watcher.on_capacity,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.NEW,
+                )
+                await nc.subscribe("scan.assign.>", cb=watcher.on_assignment)
+                await nc.flush()
+                await asyncio.to_thread(stack.start_service, "dispatcher")
+                events = await collect_events(stack.nats.url, tasks)
+            finally:
+                await nc.close()
+            own_view = await dispatcher_histogram(stack.service_url("dispatcher"))
             peaks = await asyncio.to_thread(emulator_peaks, stack)
         finally:
             await asyncio.to_thread(stack.stop)
-    return summarize(tasks, events, peaks, submitted_s, mean)
+    summary = summarize(planned, tasks, events, watcher.trace, peaks, submitted_s, mean)
+    summary["dispatcher_own_latency"] = own_view
+    return summary, watcher.trace
 
 
 async def wait_usable(stack: Stack) -> None:
@@ -222,8 +323,10 @@ async def wait_usable(stack: Stack) -> None:
 
 
 def summarize(
+    planned: list[Planned],
     tasks: dict[str, Planned],
     events: dict[str, dict[str, TaskEvent]],
+    trace: SlotTrace,
     peaks: dict[str, dict[str, int]],
     submitted_s: float,
     mean: float,
@@ -236,16 +339,20 @@ def summarize(
         ends = [ts(events[t]["completed"].at) for t in mine if "completed" in events[t]]
         capacity = sum(caps)
         bound = max(sum(durations) / capacity, max(durations))
+        ideal = fifo_ideal(planned, pool)
         makespan = max(ends) - min(starts)
         pools[pool] = {
             "scans": len(mine),
             "capacity": capacity,
             "lower_bound_s": round(bound, 1),
+            "fifo_ideal_s": round(ideal, 1),
             "makespan_s": round(makespan, 1),
             "makespan_over_bound": round(makespan / bound, 3),
+            "fifo_ideal_over_bound": round(ideal / bound, 3),
+            "makespan_over_fifo_ideal": round(makespan / ideal, 3),
             "utilization": round(sum(durations) / (capacity * makespan), 3),
         }
-    latencies = dispatch_latencies(events, tasks)
+    latencies = dispatch_latencies(trace, tasks)
     overheads = [
         ts(kinds["completed"].at) - ts(kinds["dispatched"].at) - tasks[t].duration
         for t, kinds in events.items()
@@ -271,6 +378,8 @@ def summarize(
         "submission_s": round(submitted_s, 1),
         "pools": pools,
         "makespan_over_bound_max": max(p["makespan_over_bound"] for p in pools.values()),
+        "fifo_ideal_over_bound_max": max(p["fifo_ideal_over_bound"] for p in pools.values()),
+        "makespan_over_fifo_ideal_max": max(p["makespan_over_fifo_ideal"] for p in pools.values()),
         "mean_utilization": round(statistics.mean(p["utilization"] for p in pools.values()), 3),
         "over_capacity_scanners": over,
         "slot_overhead_beyond_scan_s": {
@@ -294,8 +403,12 @@ def main() -> None:
     parser.add_argument("--mean-duration", type=float, default=8.0)
     parser.add_argument("--targeted", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--trace-out", type=Path, help="write the slot releases and assignments seen, as JSON")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.scans, args.mean_duration, args.targeted, args.seed)), indent=2))
+    result, trace = asyncio.run(run(args.scans, args.mean_duration, args.targeted, args.seed))
+    if args.trace_out is not None:
+        args.trace_out.write_text(json.dumps(msgspec.to_builtins(trace)))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
