@@ -46,6 +46,9 @@ class Held:
     msg: Msg
     request: ScanRequest
     seq: int
+    # The task record and revision read on arrival, for the dispatched CAS to start from
+    # (used once: the write mutates it).
+    known: tuple[TaskRecord, int] | None = None
 
 
 class PoolDispatcher:
@@ -88,8 +91,9 @@ class PoolDispatcher:
             await self._reject(msg, None, "unparseable", f"cannot decode scan request: {exc}")
             return
         with task_context(request.task_id, request.trace_id):
-            record = await self.rt.tasks.get(request.task_id)
-            if record is None:
+            try:
+                record, revision = await self.rt.tasks.read(request.task_id)
+            except TaskNotFound:
                 await self._reject(msg, request.task_id, "unknown_task", "no task record for this request")
                 return
             if record.state is TaskState.DISPATCHED and record.instance:
@@ -103,7 +107,15 @@ class PoolDispatcher:
                 await msg.ack()
                 return
             seq = msg.metadata.sequence.stream if msg.metadata else 0
-            self.waiting[request.task_id] = Held(msg, request, seq)
+            self.waiting[request.task_id] = Held(msg, request, seq, known=(record, revision))
+
+    async def forget(self, task_id: str) -> None:
+        """A task cancelled while it waited: drop its request before it is ever planned."""
+        held = self.waiting.pop(task_id, None)
+        if held is not None:
+            log.info("task %s was cancelled while waiting; dropping its request", task_id)
+            with contextlib.suppress(Exception):
+                await held.msg.ack()
 
     async def _release_any(self, task_id: str) -> None:
         """A slot reserved just before a crash for a task that then ended must not leak."""
@@ -183,19 +195,18 @@ class PoolDispatcher:
             self.poke()
 
     async def _assign(self, decision: Decision, woken_at: float, slots: tuple[capacity.Slots, int] | None) -> bool:
-        """Reserve, mark dispatched, publish, ack: False when the slot was gone (plan again)."""
+        """Reserve, mark dispatched, publish, ack: False when the slot was gone (plan again).
+
+        A task cancelled while it waited is normally forgotten on its cancelled event; one
+        whose event was missed is caught by the dispatched CAS, and its slot goes straight back."""
         held = self.waiting[decision.task_id]
         request = held.request
         key = instance_key(self.pool, decision.instance)
         with task_context(request.task_id, request.trace_id):
-            known = None
-            if not decision.already_reserved:
-                known = await self._still_queued(held)
-                if known is None:
-                    self.poke()  # the slot planned for it is still free
-                    return True
-                if not await capacity.reserve(self.rt.capacity, key, request.task_id, known=slots):
-                    return False
+            if not decision.already_reserved and not await capacity.reserve(
+                self.rt.capacity, key, request.task_id, known=slots
+            ):
+                return False
 
             def dispatched(record: TaskRecord) -> None:
                 record.instance = decision.instance
@@ -211,15 +222,18 @@ class PoolDispatcher:
                     "scanfleet.scanner": key,
                 },
             ):
+                known, held.known = held.known, None
                 try:
                     record = await self.rt.tasks.transition(
                         request.task_id, TaskState.DISPATCHED, dispatched, known=known
                     )
-                except IllegalTransition as exc:
-                    log.info("task left the queue before dispatch (%s); releasing its slot", exc.current)
+                except (IllegalTransition, TaskNotFound) as exc:
+                    log.info("task left the queue before dispatch (%s); releasing its slot", exc)
                     await capacity.release(self.rt.capacity, key, request.task_id)
-                    await held.msg.ack()
+                    with contextlib.suppress(Exception):
+                        await held.msg.ack()
                     self.waiting.pop(request.task_id, None)
+                    self.poke()  # the slot planned for it is free again
                     return True
                 await self._publish_assignment(record, request)
                 metrics.DISPATCH_LATENCY.labels(self.pool).observe(time.perf_counter() - woken_at)
@@ -228,23 +242,6 @@ class PoolDispatcher:
                 await self.rt.publish_event(record, "dispatched", detail=decision.instance)
                 log.info("assigned to %s", key)
             return True
-
-    async def _still_queued(self, held: Held) -> tuple[TaskRecord, int] | None:
-        """The task's record and revision if it still waits. A task cancelled while it waited
-        is dropped before any slot is reserved for it; the gateway deleted its request
-        already, so the ack below is a no-op kept for safety."""
-        task_id = held.request.task_id
-        try:
-            record, revision = await self.rt.tasks.read(task_id)
-        except TaskNotFound:
-            record, revision = None, 0
-        if record is not None and record.state is TaskState.QUEUED:
-            return record, revision
-        log.info("task left the queue before dispatch (%s); dropping its request", record and record.state)
-        with contextlib.suppress(Exception):
-            await held.msg.ack()
-        self.waiting.pop(task_id, None)
-        return None
 
     async def _publish_assignment(self, record: TaskRecord, request: ScanRequest) -> None:
         assert record.instance is not None
@@ -298,6 +295,7 @@ class Dispatcher:
             await self.mirror.wait_ready()
             tg.create_task(self._lead_loop())
             tg.create_task(self._wake_loop())
+            tg.create_task(self._forget_cancelled())
 
     async def _wake_loop(self) -> None:
         """Any change to registry, slots or leases may let a waiting request go: re-plan."""
@@ -306,6 +304,18 @@ class Dispatcher:
             self.mirror.changed.clear()
             for dispatcher in self.dispatchers.values():
                 dispatcher.poke()
+
+    async def _forget_cancelled(self) -> None:
+        """Follow cancelled events (core NATS: a missed one only costs the CAS fallback)."""
+        sub = await self.rt.nc.subscribe(contract.event_subject("*", TaskState.CANCELLED))
+        try:
+            async for msg in sub.messages:
+                task_id = msg.subject.split(".")[2]
+                for dispatcher in list(self.dispatchers.values()):
+                    await dispatcher.forget(task_id)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _reload_loop(self) -> None:
         while True:

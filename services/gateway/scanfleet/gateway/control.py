@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from scanfleet.common import capacity, contract
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway import views
 from scanfleet.gateway.core import Gateway, GatewayError
+
+NO_MESSAGE_FOUND = 10057  # JetStream: the message to delete is gone already
 
 log = logging.getLogger("scanfleet.gateway")
 
@@ -114,12 +116,18 @@ class ScanControl:
         return record
 
     async def _withdraw_request(self, record: TaskRecord) -> None:
+        """Delete the waiting request; the dispatcher may have dropped (acked) it meanwhile,
+        on the cancelled event, which the server reports as 'no message found'."""
         subject = contract.request_subject(record.pool, record.task_id)
         try:
             msg = await self.rt.js.get_last_msg(contract.REQUESTS_STREAM, subject)
             if msg.seq is not None:
                 await self.rt.js.delete_msg(contract.REQUESTS_STREAM, msg.seq)
         except (NotFoundError, BadRequestError) as exc:
+            log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
+        except ServerError as exc:
+            if exc.err_code != NO_MESSAGE_FOUND:
+                raise
             log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
 
     async def _update(self, task_id: str, action: Action, change: Any) -> TaskRecord:
