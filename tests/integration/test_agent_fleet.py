@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import uvicorn
 import yaml
@@ -22,6 +21,7 @@ from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.emulator.app import create_app
 from tests.emulator.conftest import ACCESS_KEY, SECRET_KEY, make_config
+from tests.kv import watch_until
 
 
 @pytest.fixture
@@ -44,19 +44,8 @@ def write(path: Path, url: str, *ids: str, secret: str = SECRET_KEY) -> None:
     path.write_text(yaml.safe_dump({"version": 1, "pools": {"default": {"scanners": scanners}}}))
 
 
-async def beat_of(rt: Runtime, key: str, check: Callable[[Heartbeat], bool], within: float = 15.0) -> Heartbeat:
-    """Await, on a KV watch, the scanner's heartbeat that satisfies ``check``."""
-    watcher = await rt.agents.watch(key)
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                entry = await watcher.updates(timeout=within)  # type: ignore[no-untyped-call]
-                if entry is not None and entry.value:
-                    beat = msgspec.json.decode(entry.value, type=Heartbeat)
-                    if check(beat):
-                        return beat
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+async def beat_of(rt: Runtime, key: str, check: Callable[[Heartbeat], bool]) -> Heartbeat:
+    return await watch_until(rt.agents, key, Heartbeat, check, within=15.0)
 
 
 async def reload(rt: Runtime, path: Path) -> None:

@@ -33,6 +33,7 @@ from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.emulator.app import create_app
 from scanfleet.emulator.state import EmulatorState
 from tests.emulator.conftest import ACCESS_KEY, SECRET_KEY, make_config
+from tests.kv import watch_until
 
 POOL, INSTANCE = "default", "scanner-1"
 KEY = contract.instance_key(POOL, INSTANCE)
@@ -425,13 +426,4 @@ async def test_corrupt_exports_are_stored_as_received_for_the_validator(rt: Runt
 
 
 async def _until(rt: Runtime, task_id: str, check: Any, within: float = 10.0) -> None:
-    """Await the task record on a KV watch until ``check`` holds."""
-    watcher = await rt.tasks.kv.watch(task_id)
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                entry = await watcher.updates(timeout=within)  # type: ignore[no-untyped-call]
-                if entry is not None and entry.value and check(msgspec.json.decode(entry.value, type=TaskRecord)):
-                    return
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    await watch_until(rt.tasks.kv, task_id, TaskRecord, check, within)

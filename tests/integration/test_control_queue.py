@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -25,6 +24,7 @@ from scanfleet.dispatcher.service import Dispatcher, PoolDispatcher
 from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
 from scanfleet.gateway.queue import QueueView
+from tests.kv import watch_until
 
 POOL, INSTANCE = "dmz", "scanner-3"
 KEY = contract.instance_key(POOL, INSTANCE)
@@ -67,18 +67,7 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, within: float =
 
 
 async def state_of(rt: Runtime, task_id: str, wanted: TaskState, within: float = 10.0) -> TaskRecord:
-    """Await the task record on a KV watch until it reaches ``wanted``."""
-    watcher = await rt.tasks.kv.watch(task_id)
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                entry = await watcher.updates(timeout=within)  # type: ignore[no-untyped-call]
-                if entry is not None and entry.value:
-                    record = msgspec.json.decode(entry.value, type=TaskRecord)
-                    if record.state is wanted:
-                        return record
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    return await watch_until(rt.tasks.kv, task_id, TaskRecord, lambda r: r.state is wanted, within)
 
 
 async def submit(gateway: Gateway, name: str) -> str:
