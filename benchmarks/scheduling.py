@@ -13,7 +13,8 @@ Definitions:
 - fifo ideal (per pool) = the makespan the dispatcher's own routing function (``plan``) gives
   when every hand-over is instant: the same queue, FIFO order and targeting, zero overhead.
   It is the best any FIFO scheduler can do with these scans, so makespan / fifo ideal is
-  the cost of the real system alone, and fifo ideal / bound that of the FIFO rule;
+  the cost of the real system alone, and fifo ideal / bound that of the FIFO rule
+  (longest-first ideal shows what giving up FIFO would buy);
 - makespan (per pool) = last completion - first dispatch in that pool (the whole batch is
   queued before the dispatcher starts);
 - slot overhead = how long a slot is held beyond the scan's own duration (create, launch,
@@ -164,11 +165,15 @@ def ts(value: datetime) -> float:
     return value.timestamp()
 
 
-def fifo_ideal(planned: list[Planned], pool: str) -> float:
-    """Makespan of ``plan`` over this pool's queue when every hand-over takes no time."""
+def ideal_makespan(planned: list[Planned], pool: str, *, longest_first: bool = False) -> float:
+    """Makespan of ``plan`` over this pool's queue when every hand-over takes no time: in
+    submission order (FIFO), or, for comparison only, longest scan first."""
     scanners = [s for s in FLEET if s.pool == pool]
-    duration = {str(i): p.duration for i, p in enumerate(planned) if p.pool == pool}
-    waiting = [Waiting(task_id=str(i), seq=i, instance=p.instance) for i, p in enumerate(planned) if p.pool == pool]
+    mine = [(i, p) for i, p in enumerate(planned) if p.pool == pool]
+    if longest_first:
+        mine.sort(key=lambda item: -item[1].duration)
+    duration = {str(i): p.duration for i, p in mine}
+    waiting = [Waiting(task_id=str(i), seq=rank, instance=p.instance) for rank, (i, p) in enumerate(mine)]
     active = {s.id: 0 for s in scanners}
     last = {s.id: 0.0 for s in scanners}
     running: list[tuple[float, str]] = []
@@ -339,7 +344,8 @@ def summarize(
         ends = [ts(events[t]["completed"].at) for t in mine if "completed" in events[t]]
         capacity = sum(caps)
         bound = max(sum(durations) / capacity, max(durations))
-        ideal = fifo_ideal(planned, pool)
+        ideal = ideal_makespan(planned, pool)
+        longest_first = ideal_makespan(planned, pool, longest_first=True)
         makespan = max(ends) - min(starts)
         pools[pool] = {
             "scans": len(mine),
@@ -349,6 +355,7 @@ def summarize(
             "makespan_s": round(makespan, 1),
             "makespan_over_bound": round(makespan / bound, 3),
             "fifo_ideal_over_bound": round(ideal / bound, 3),
+            "longest_first_ideal_over_bound": round(longest_first / bound, 3),
             "makespan_over_fifo_ideal": round(makespan / ideal, 3),
             "utilization": round(sum(durations) / (capacity * makespan), 3),
         }
