@@ -37,7 +37,8 @@ async def validator(runtime: Runtime) -> AsyncIterator[Validator]:
     task = asyncio.create_task(service.run())
     yield service
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done, "the validator did not stop when cancelled"
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

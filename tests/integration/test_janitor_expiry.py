@@ -77,7 +77,8 @@ async def janitor(runtime: Runtime) -> AsyncIterator[Runtime]:
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        assert not pending, f"janitor workers did not stop when cancelled: {pending}"
 
 
 async def test_ended_task_and_results_expire_running_task_untouched(janitor: Runtime) -> None:

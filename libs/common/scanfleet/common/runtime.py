@@ -178,6 +178,7 @@ async def pull(rt: Runtime, stream: str, durable: str, *, batch: int, wait: floa
 async def keep_in_progress(msg: Msg, every: float) -> None:
     """Tell the server the message is still being worked on, until cancelled."""
     while True:
+        honour_cancel()
         await asyncio.sleep(every)
         with contextlib.suppress(Exception):
             await msg.in_progress()

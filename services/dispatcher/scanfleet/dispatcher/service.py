@@ -132,6 +132,7 @@ class PoolDispatcher:
 
     async def _keepalive_loop(self) -> None:
         while True:
+            honour_cancel()
             await asyncio.sleep(self.keepalive_every)
             for held in list(self.waiting.values()):
                 with contextlib.suppress(Exception):

@@ -16,6 +16,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import kv_create, kv_get
 from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
@@ -74,6 +75,7 @@ class PoolStatsTracker:
             "scan.event.*.completed", ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         while True:
+            honour_cancel()
             try:
                 msg = await sub.next_msg(timeout=30)
             except (NatsTimeout, TimeoutError):

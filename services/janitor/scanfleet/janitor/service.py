@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.msg import Msg
 
 from scanfleet.common import contract, ops_http
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.config import Settings
 from scanfleet.common.runtime import Runtime, pull, run, service_runtime, wait_stopping
 from scanfleet.common.telemetry import consumer_span
@@ -41,6 +42,7 @@ async def consume(rt: Runtime, stream: str, durable: str, handler: Callable[[Msg
 
 async def sweep_forever(sweeper: Sweeper, every: float) -> None:
     while True:
+        honour_cancel()
         try:
             report = await sweeper.sweep()
             for reason in report.ended.values():

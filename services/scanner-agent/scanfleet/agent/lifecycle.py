@@ -30,6 +30,7 @@ from scanfleet.agent.nessus import (
 )
 from scanfleet.agent.secrets import CredentialResolver, to_nessus
 from scanfleet.common import contract
+from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.config import Settings
 from scanfleet.common.credentials import CredentialError
@@ -323,6 +324,7 @@ class Lifecycle:
         outage = 0
         loop = asyncio.get_running_loop()
         while True:
+            honour_cancel()
             record = await self._fresh()
             record = await self._apply_pause(record, scan_id)
             try:
@@ -419,6 +421,7 @@ class Lifecycle:
             handle = await self._retry(lambda: self.client.export_request(scan_id), "request export")
             status_of = functools.partial(self.client.export_status, handle)
             while True:
+                honour_cancel()
                 await self._fresh()
                 check_deadline()
                 status = await self._retry(status_of, "export status")
