@@ -46,6 +46,9 @@ class NatsServer:
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
+        # Ports we picked may be taken between the pick and the bind; until the first start
+        # succeeds (clients then know the port) we may simply pick others.
+        self._may_repick = port is None and monitor_port is None
 
     @property
     def url(self) -> str:
@@ -55,8 +58,26 @@ class NatsServer:
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 20.0, *, attempts: int = 5) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(attempts):
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            try:
+                self._launch(timeout)
+            except RuntimeError:
+                taken = False
+                if self.log_file.exists():
+                    with self.log_file.open("rb") as log:
+                        log.seek(logged)
+                        taken = b"address already in use" in log.read()
+                if not (taken and self._may_repick and attempt < attempts - 1):
+                    raise
+                self.port, self.monitor_port = free_port(self.host), free_port(self.host)
+                continue
+            self._may_repick = False
+            return
+
+    def _launch(self, timeout: float) -> None:
         cmd = [
             nats_server_binary(),
             "-a", self.host,
