@@ -29,7 +29,7 @@ class Expected(NamedTuple):
     """The ``Credentialed checks`` value per 19506 item (None: 19506 without that line)."""
 
 
-# Ground truth copied by hand from /work/shared/corpus/nessus/SOURCES.md.
+# Ground truth copied by hand from ../shared/corpus/nessus/SOURCES.md.
 EXPECTED: dict[str, Expected] = {
     "defectdojo__nessus_v_unknown.nessus": Expected(7, 296, (266, 7, 23, 0, 0), ("no",) * 7),
     "defectdojo__nessus_with_cvssv3.nessus": Expected(1, 49, (23, 1, 13, 10, 2), ("no",)),
