@@ -123,10 +123,8 @@ class ScanControl:
             msg = await self.rt.js.get_last_msg(contract.REQUESTS_STREAM, subject)
             if msg.seq is not None:
                 await self.rt.js.delete_msg(contract.REQUESTS_STREAM, msg.seq)
-        except (NotFoundError, BadRequestError) as exc:
-            log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
-        except ServerError as exc:
-            if exc.err_code != NO_MESSAGE_FOUND:
+        except (NotFoundError, BadRequestError, ServerError) as exc:
+            if isinstance(exc, ServerError) and exc.err_code != NO_MESSAGE_FOUND:
                 raise
             log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
 
