@@ -1,0 +1,117 @@
+"""Browser-facing checks for REST, the same ones the MCP transport applies to /mcp.
+
+A web page in the user's browser must not be able to drive the gateway: ``Host`` and
+``Origin`` are checked against the configured allowed hosts (DNS rebinding, cross-site
+requests), request bodies must be JSON (a cross-site form or ``text/plain`` post is a "simple"
+request that skips CORS preflight), and bodies are bounded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import msgspec
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scanfleet.common.config import Settings
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_list(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Allowed ``Host`` and ``Origin`` values: loopback names by default, plus what is configured.
+
+    On a non-loopback address the gateway's clients reach it by names only the operator knows,
+    so without ``SCANFLEET_ALLOWED_HOSTS`` the Host check is off there (as in the MCP SDK), but
+    a browser ``Origin`` is still refused unless listed.
+    """
+    hosts = split_list(settings.allowed_hosts)
+    origins = split_list(settings.allowed_origins)
+    if is_loopback(settings.gateway_host) or hosts:
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[*LOOPBACK_HOSTS, *hosts],
+            allowed_origins=[*LOOPBACK_ORIGINS, *origins],
+        )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["*"], allowed_origins=origins)
+
+
+class _HostAnywhere(TransportSecurityMiddleware):
+    def _validate_host(self, host: str | None) -> bool:
+        return "*" in self.settings.allowed_hosts or super()._validate_host(host)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = msgspec.json.encode({"error": code, "message": message})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RestGuard:
+    """ASGI middleware for ``/v1``: Host/Origin, JSON bodies only (415), bounded size (413)."""
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings, max_body: int) -> None:
+        self.app = app
+        self.checks = _HostAnywhere(security)
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refused = await self.checks.validate_request(request, is_post=False)
+        if refused is not None:
+            code = "invalid_host" if refused.status_code == 421 else "invalid_origin"
+            await _refuse(send, refused.status_code, code, f"{code.replace('_', ' ')}: not an allowed host or origin")
+            return
+        if scope["method"] in BODY_METHODS:
+            length = request.headers.get("content-length")
+            has_body = (length is not None and length != "0") or "transfer-encoding" in request.headers
+            content_type = request.headers.get("content-type", "")
+            if has_body and not content_type.lower().startswith("application/json"):
+                await _refuse(send, 415, "unsupported_media_type", "request bodies must be application/json")
+                return
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await _refuse(send, 413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+                return
+        await self.app(scope, self._bounded(receive, send), send)
+
+    def _bounded(self, receive: Receive, send: Send) -> Receive:
+        """Count a streamed body too: one sent without Content-Length cannot exceed the bound."""
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+            return message
+
+        return bounded
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request bodies are limited to {limit} bytes")
+        self.limit = limit
