@@ -269,6 +269,23 @@ def _too_large(what: str, host: str) -> ExportRejected:
     return ExportRejected("too_large", f"{what} over the size limit (host {host[:200]!r})")
 
 
+def hardened_iterparse(source: str | Readable, tags: tuple[str, ...]) -> Any:
+    """``iterparse`` over ``end`` events of ``tags`` that never expands entities, loads a DTD or
+    touches the network, keeps libxml2's size limits and drops comments and PIs: the only way an
+    export is ever parsed."""
+    return etree.iterparse(
+        source,
+        events=("end",),
+        tag=tags,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
 def walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
     """One streaming pass; a document libxml2 refuses raises ``ExportRejected``."""
     try:
@@ -287,17 +304,7 @@ def _walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) 
     stray_items = 0
     host: _Host | None = None
     checked = False
-    context = etree.iterparse(
-        target,
-        events=("end",),
-        tag=_TAGS,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    context = hardened_iterparse(target, _TAGS)
     for _, el in context:
         if not checked:
             _check_document(el.getroottree().getroot())
