@@ -19,13 +19,15 @@ from scanfleet.gateway.admin import admin_router
 from scanfleet.gateway.control_tools import control_router
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
 from scanfleet.gateway.queue_tools import queue_router
+from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import results_router
 from scanfleet.gateway.tools import build_mcp
 
 
 def create_app(rt: Runtime) -> FastAPI:
     gateway = Gateway(rt)
-    mcp = build_mcp(gateway)
+    results = Results(gateway)
+    mcp = build_mcp(gateway, results)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=rt.settings.gateway_host)
 
     @contextlib.asynccontextmanager
@@ -36,6 +38,7 @@ def create_app(rt: Runtime) -> FastAPI:
                 yield
         finally:
             await gateway.stop()
+            results.cache.close()
 
     app = FastAPI(title="scanfleet gateway", version="0.1.0", lifespan=lifespan)
 
@@ -85,7 +88,7 @@ def create_app(rt: Runtime) -> FastAPI:
     async def pools() -> dict[str, Any]:
         return await gateway.pools()
 
-    app.include_router(results_router(gateway))
+    app.include_router(results_router(results))
     app.include_router(control_router(gateway))
     app.include_router(queue_router(gateway))
     app.include_router(admin_router(rt))

@@ -14,7 +14,6 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-from weakref import WeakKeyDictionary
 
 from nats.js import JetStreamContext
 
@@ -349,14 +348,3 @@ def _whole(finding: Finding, limit: int) -> dict[str, Any]:
             out[name] = value[:limit]
             out[f"{name}_truncated_chars"] = len(value) - limit
     return out
-
-
-_services: WeakKeyDictionary[Gateway, Results] = WeakKeyDictionary()
-
-
-def results_service(gateway: Gateway) -> Results:
-    """One ``Results`` (and so one cache) per gateway, shared by the MCP tools and REST routes."""
-    service = _services.get(gateway)
-    if service is None:
-        service = _services[gateway] = Results(gateway)
-    return service
