@@ -215,6 +215,6 @@ def test_cursor_is_bound_to_its_query() -> None:
 
 def test_host_keys_sort_numerically() -> None:
     index = index_of(HOSTS_DOC)
-    ordered = sorted(index.hosts.values(), key=lambda k: k.sort_key)
-    assert [k.record.name for k in ordered] == ["10.0.0.1", "10.0.0.10", "10.0.1.3", "web"]
-    assert ordered[0].address == ipaddress.ip_address("10.0.0.1")
+    ordered = sorted(index.hosts, key=index.host_sort_key)
+    assert ordered == ["10.0.0.1", "10.0.0.10", "10.0.1.3", "web"]
+    assert index.addresses[ordered[0]] == ipaddress.ip_address("10.0.0.1")
