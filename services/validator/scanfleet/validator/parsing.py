@@ -282,6 +282,10 @@ def walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -
 
 
 def _walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
+    """The parse loop, kept as one function on purpose: it runs once per element of exports with
+    hundreds of thousands of items, and its state (current host, totals, counters) lives in locals.
+    Split into per-tag functions, every item would pay for calls and for state held on an object;
+    the per-item work that is not on every item's path (auth plugins, findings) is already outside."""
     max_attr = limits.max_attribute_chars
     max_text = limits.max_text_chars
     hosts: list[HostRecord] = []
