@@ -93,8 +93,12 @@ class RetryPolicy:
         return cls(settings.retry_base, settings.retry_cap, max(1, settings.retry_attempts))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential (base, 2·base, 4·base…) capped, with jitter in [50 %, 100 %]; never below Retry-After."""
-        backoff = min(self.cap, self.base * 2.0**attempt) * (0.5 + random.random() / 2)
+        """Exponential (base, 2·base, 4·base…) capped, with jitter in [50 %, 100 %]; never below Retry-After.
+
+        The exponent is bounded: a poll that waits out a long outage counts past 1023 attempts,
+        where 2.0**attempt overflows.
+        """
+        backoff = min(self.cap, self.base * 2.0 ** min(attempt, 64)) * (0.5 + random.random() / 2)
         return max(backoff, min(retry_after or 0.0, self.cap))
 
 
