@@ -34,13 +34,14 @@ from scanfleet.agent.nessus import (
 from scanfleet.agent.secrets import CredentialResolver, to_nessus
 from scanfleet.common import contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import StoredObject, put_object_stream
+from scanfleet.common.bus import StoredObject, publish, put_object_stream
 from scanfleet.common.config import Settings
+from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError
 from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import publish
 
 log = logging.getLogger("scanfleet.agent")
 
@@ -225,7 +226,7 @@ class Lifecycle:
             if record.state is TaskState.RUNNING:
                 await self._watch(record)
                 record = await self.rt.tasks.transition(self.task_id, TaskState.EXPORTING)
-                await self.rt.publish_event(record, "exporting")
+                await self.rt.publish_event(record, EventKind.EXPORTING)
             if record.state is TaskState.EXPORTING:
                 await self._export(record)
         except Stopped as stop:
@@ -350,7 +351,7 @@ class Lifecycle:
         else:
             log.info("Nessus scan %s already launched (%s); adopting it", scan_id, status)
         record = await self.rt.tasks.transition(self.task_id, TaskState.RUNNING)
-        await self.rt.publish_event(record, "running", detail=f"nessus scan {scan_id}")
+        await self.rt.publish_event(record, EventKind.RUNNING, detail=f"nessus scan {scan_id}")
         return record
 
     # Watch ------------------------------------------------------------------------------
@@ -427,7 +428,9 @@ class Lifecycle:
                 r.paused, r.paused_at = False, None
 
         record = await self.rt.tasks.update(self.task_id, apply)
-        await self.rt.publish_event(record, "paused" if pausing else "resumed", detail=f"nessus scan {scan_id}")
+        await self.rt.publish_event(
+            record, EventKind.PAUSED if pausing else EventKind.RESUMED, detail=f"nessus scan {scan_id}"
+        )
         return record
 
     # Export -----------------------------------------------------------------------------
@@ -497,8 +500,8 @@ class Lifecycle:
             nessus_scan_id=scan_id,
             exported_at=utcnow(),
         )
-        headers = {contract.HDR_MSG_ID: f"export:{self.task_id}:{stored.sha256[:16]}"}
-        await publish(self.rt.js, contract.event_subject(self.task_id, "exported"), encode(event), headers)
+        headers = {contract.HDR_MSG_ID: contract.export_msg_id(self.task_id, stored.sha256)}
+        await publish(self.rt.js, contract.event_subject(self.task_id, EventKind.EXPORTED), encode(event), headers)
         log.info("export stored: %d bytes, sha256 %s", stored.size, stored.sha256)
 
     # End --------------------------------------------------------------------------------
@@ -516,17 +519,8 @@ class Lifecycle:
             except PermanentFailure as exc:
                 log.warning("could not stop Nessus scan %s: %s", scan_id, exc)
 
-        def ended(r: TaskRecord) -> None:
-            r.error = str(stop)
-            r.error_reason = stop.reason
-
-        try:
-            record = await self.rt.tasks.transition(self.task_id, stop.target, ended)
-        except IllegalTransition as exc:
-            log.info("task already %s; not marking it %s", exc.current, stop.target)
-            return
-        await self.rt.publish_event(record, str(stop.target), detail=str(stop))
-        log.info("task ended %s: %s", stop.target, stop)
+        slot = contract.instance_key(self.assignment.pool, self.assignment.instance)
+        await end_task(self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=slot)
 
     @staticmethod
     def _scan_id(record: TaskRecord) -> int:
