@@ -176,11 +176,10 @@ def page_latency(path: Path, want: int = 100_000, samples: int = 60) -> dict[str
     from scanfleet.common.findings import MAGIC, encode_frame
     from scanfleet.gateway import findings_query as q
     from scanfleet.validator.parsing import parse_export
-    from scanfleet.validator.store import host_records
 
     seen: list[Any] = []
     parsed = parse_export(path, on_finding=seen.append)
-    hosts = host_records(parsed)
+    hosts = parsed.hosts
     frames = bytearray(MAGIC)
     for n in range(want):
         finding = seen[n % len(seen)]

@@ -210,8 +210,9 @@ async def test_unknown_credential_ref_fails_before_touching_nessus(rt: Runtime, 
         {"endpoint_faults": [{"method": "POST", "path": "/scans/{scan_id}/export", "status": 500, "count": 2}]},
         {"create_then_fail": 1},
         {"session_expiry": True},
+        {"endpoint_faults": [{"method": "GET", "path": "/tokens/{token}/download", "status": 503, "count": 1}]},
     ],
-    ids=["launch-503", "poll-429", "export-500", "reply-lost-after-create", "session-expiry"],
+    ids=["launch-503", "poll-429", "export-500", "reply-lost-after-create", "session-expiry", "download-503"],
 )
 async def test_transient_faults_are_retried_without_a_second_scan(
     rt: Runtime, emu: Emu, faults: dict[str, Any]
@@ -254,8 +255,13 @@ async def test_a_hanging_scanner_times_out_each_call_and_is_retried(rt: Runtime,
             "scanner_unreachable",
         ),
         ({"export_error": True}, "export_error"),
+        ({"endpoint_faults": [{"method": "POST", "path": "/scans", "status": 503}]}, "scanner_unreachable"),
+        (
+            {"endpoint_faults": [{"method": "GET", "path": "/tokens/{token}/download", "status": 503}]},
+            "export_download",
+        ),
     ],
-    ids=["no-scan-api", "targets-rejected", "forbidden", "always-503", "export-error"],
+    ids=["no-scan-api", "targets-rejected", "forbidden", "always-503", "export-error", "create-503", "download-503"],
 )
 async def test_permanent_faults_fail_with_the_reason(
     rt: Runtime, emu: Emu, faults: dict[str, Any], reason: str

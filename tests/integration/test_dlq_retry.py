@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from scanfleet.common import admin_ops as admin
 from scanfleet.common import contract, expiry
 from scanfleet.common.messages import DeadLetter, ScanRequest, decode, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from scanfleet.janitor import admin
 from tests.integration.test_janitor_expiry import add_task
 
 

@@ -14,6 +14,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
 from scanfleet.common import contract
+from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import DeadLetter, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
@@ -68,7 +69,7 @@ async def test_replay_one_tasks_event_history(runtime: Runtime) -> None:
     rt = runtime
     record = await add_task(rt, "t-hist", TaskState.QUEUED)
     other = await add_task(rt, "t-other", TaskState.QUEUED)
-    for kind in ("queued", "dispatched", "running"):
+    for kind in (EventKind.QUEUED, EventKind.DISPATCHED, EventKind.RUNNING):
         await rt.publish_event(record, kind)
         await rt.publish_event(other, kind)
     # nats stream view SCAN_EVENTS --subject 'scan.event.t-hist.>'

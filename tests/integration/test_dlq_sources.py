@@ -13,9 +13,12 @@ from nats.js.errors import NotFoundError
 
 from scanfleet.agent.instance import InstanceAgent, Work
 from scanfleet.agent.lifecycle import PermanentFailure
+from scanfleet.common import admin_ops as admin
 from scanfleet.common import contract
+from scanfleet.common.admin_ops import StoredLetter
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.config import ScannerAuth, ScannerConfig
+from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import (
     Assignment,
     ExportEvent,
@@ -26,8 +29,6 @@ from scanfleet.common.messages import (
 )
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from scanfleet.janitor import admin
-from scanfleet.janitor.admin import StoredLetter
 from scanfleet.validator.service import Validator
 from tests.integration.test_janitor_expiry import add_task, eventually, janitor
 
@@ -115,7 +116,7 @@ async def test_operator_termination_is_copied_with_its_reason(janitor: Runtime) 
         ConsumerConfig(durable_name="ops-test", filter_subject="scan.event.t-term.>", ack_policy=AckPolicy.EXPLICIT),
     )
     record = await add_task(rt, "t-term", TaskState.RUNNING)
-    await rt.publish_event(record, "running")
+    await rt.publish_event(record, EventKind.RUNNING)
     msg = await fetch_one(rt, contract.EVENTS_STREAM, "ops-test")
     await rt.nc.publish(msg.reply, b"+TERM operator says no")
 

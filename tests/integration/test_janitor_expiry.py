@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from scanfleet.common import contract, expiry
 from scanfleet.common.bus import put_object_stream
+from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
@@ -89,8 +90,8 @@ async def test_ended_task_and_results_expire_running_task_untouched(janitor: Run
     await store_results(rt, running.task_id)
     before = deletions("completed")
 
-    await rt.publish_event(done, "completed")
-    await rt.publish_event(running, "completed")  # a bogus event must not arm a live task
+    await rt.publish_event(done, EventKind.COMPLETED)
+    await rt.publish_event(running, EventKind.COMPLETED)  # a bogus event must not arm a live task
 
     async def gone() -> bool:
         return await rt.tasks.get(done.task_id) is None
@@ -109,7 +110,7 @@ async def test_failed_task_keeps_its_longer_retention(janitor: Runtime) -> None:
     rt = janitor
     failed = await add_task(rt, "t-failed", TaskState.FAILED)
     armed_at = time.monotonic()
-    await rt.publish_event(failed, "failed")
+    await rt.publish_event(failed, EventKind.FAILED)
 
     async def gone() -> bool:
         return await rt.tasks.get(failed.task_id) is None
@@ -121,7 +122,7 @@ async def test_failed_task_keeps_its_longer_retention(janitor: Runtime) -> None:
 async def test_reading_results_restarts_the_clock(janitor: Runtime) -> None:
     rt = janitor
     done = await add_task(rt, "t-read", TaskState.COMPLETED)
-    await rt.publish_event(done, "completed")
+    await rt.publish_event(done, EventKind.COMPLETED)
 
     async def armed() -> bool:
         state = await expiry.key_state(rt.js, done.task_id)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from scanfleet.common import admin_ops as admin
 from scanfleet.common import capacity, contract, expiry
 from scanfleet.common.messages import Heartbeat, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from scanfleet.janitor import admin
 from scanfleet.janitor.stale import Sweeper
 from tests.integration.test_janitor_expiry import add_task
 

@@ -11,11 +11,11 @@ import pytest
 
 from scanfleet.cli import parser
 from scanfleet.cli.admin import confirmed, describe_purge, render_letters, table
+from scanfleet.common.admin_ops import StoredLetter
 from scanfleet.common.config import Settings
 from scanfleet.common.expiry import remaining, retention, ttl_header
 from scanfleet.common.messages import utcnow
 from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition, TaskRecord, TaskState, reset_for_retry
-from scanfleet.janitor.admin import StoredLetter
 from scanfleet.janitor.deadletters import Advisory, stage_of
 from scanfleet.janitor.stale import slot_release_reason, stale_reason
 

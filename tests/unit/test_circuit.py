@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from scanfleet.agent.circuit import CircuitBreaker, CircuitState
+from scanfleet.agent.circuit import Breaker, CircuitBreaker, CircuitState, NullBreaker
 from scanfleet.agent.lifecycle import PermanentFailure, RetryPolicy, with_retries
 from scanfleet.agent.nessus import NessusAuthError, NessusTransientError
 from scanfleet.common.capacity import Slots
@@ -172,3 +172,42 @@ async def test_each_transient_attempt_counts_and_permanent_answers_do_not() -> N
     with pytest.raises(PermanentFailure):
         await with_retries(refused, what="launch", policy=policy, breaker=closed)
     assert (state(closed), closed.failures) == ("closed", 0)
+
+
+async def test_a_null_breaker_never_opens_and_retries_still_give_up() -> None:
+    null: Breaker = NullBreaker()
+    policy = RetryPolicy(base=0.0, cap=0.0, attempts=3)
+    calls = 0
+
+    async def down() -> str:
+        nonlocal calls
+        calls += 1
+        raise NessusTransientError("503", 503)
+
+    with pytest.raises(PermanentFailure) as failed:
+        await with_retries(down, what="download", policy=policy, breaker=null)
+    assert (failed.value.reason, calls) == ("scanner_unreachable", 3)
+    assert (null.state, null.failures, null.retry_in(), null.begin_trial()) == ("closed", 0, None, False)
+
+
+async def test_forever_retries_past_the_attempts_until_a_deadline_raises() -> None:
+    b, _, _ = breaker(threshold=100)
+    policy = RetryPolicy(base=0.0, cap=0.0, attempts=2)
+    outages = 0
+
+    async def down() -> str:
+        raise NessusTransientError("503", 503)
+
+    def deadline() -> None:
+        nonlocal outages
+        outages += 1
+        if outages == 10:
+            raise TimeoutError("deadline")
+
+    with pytest.raises(TimeoutError):
+        await with_retries(down, what="poll", policy=policy, breaker=b, on_transient=deadline, forever=True)
+    assert (outages, b.failures) == (10, 10)
+
+
+def test_the_backoff_stays_capped_however_long_the_outage() -> None:
+    assert 15.0 <= RetryPolicy(base=1.0, cap=30.0).delay(5000) <= 30.0

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from scanfleet.common import telemetry
+from scanfleet.common import bus, contract, telemetry
 
 EXPORTER = InMemorySpanExporter()
 
@@ -60,7 +60,7 @@ async def test_publish_is_a_producer_span_whose_context_the_consumer_continues(s
     js = FakeJetStream()
     subject = "scan.event.t1.exported"
     with trace.get_tracer("test").start_as_current_span("submit"):
-        await telemetry.publish(js, subject, b"payload", {"Nats-Msg-Id": "export:t1"})  # type: ignore[arg-type]
+        await bus.publish(js, subject, b"payload", {"Nats-Msg-Id": "export:t1"})  # type: ignore[arg-type]
     ((_, _, headers),) = js.published
     assert headers["Nats-Msg-Id"] == "export:t1" and headers["traceparent"].startswith("00-")
 
@@ -89,7 +89,7 @@ async def test_publish_is_a_producer_span_whose_context_the_consumer_continues(s
 
 async def test_a_redelivery_links_to_the_message_and_counts_deliveries(spans: InMemorySpanExporter) -> None:
     js = FakeJetStream()
-    await telemetry.publish(js, "scan.assign.p.i.t2", b"x", {})  # type: ignore[arg-type]
+    await bus.publish(js, "scan.assign.p.i.t2", b"x", {})  # type: ignore[arg-type]
     headers = js.published[0][2]
     with telemetry.consumer_span(delivery("scan.assign.p.i.t2", headers, 3), "run scan"):
         pass
@@ -151,7 +151,7 @@ def test_exporter_choice(env: dict[str, str], choice: str) -> None:
 
 
 def test_destination_template() -> None:
-    assert telemetry.destination_template("scan.request.default.abc") == "scan.request.*.*"
-    assert telemetry.destination_template("$KV.scan_expiry.t1") == "$KV.scan_expiry.*"
+    assert contract.subject_template("scan.request.default.abc") == "scan.request.*.*"
+    assert contract.subject_template("$KV.scan_expiry.t1") == "$KV.scan_expiry.*"
     advisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SCAN_REQUESTS.dispatch-default"
-    assert telemetry.destination_template(advisory) == "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*"
+    assert contract.subject_template(advisory) == "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*"

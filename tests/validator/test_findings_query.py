@@ -17,7 +17,6 @@ from lxml import etree
 from scanfleet.common.findings import FINDING_FIELDS, MAGIC, encode_frame
 from scanfleet.gateway import findings_query as q
 from scanfleet.validator.parsing import parse_export
-from scanfleet.validator.store import host_records
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
 
@@ -42,7 +41,7 @@ def index_of(source: Path | bytes, task_id: str = "t1") -> q.FindingsIndex:
         frames.extend(encode_frame(finding))
 
     parsed = parse_export(io.BytesIO(source) if isinstance(source, bytes) else source, on_finding=keep)
-    return q.build_index(task_id, "sha", bytes(frames), host_records(parsed))
+    return q.build_index(task_id, "sha", bytes(frames), parsed.hosts)
 
 
 def run(index: q.FindingsIndex, filters: dict[str, Any] | None = None, sort: str | None = None) -> list[int]:
@@ -216,6 +215,6 @@ def test_cursor_is_bound_to_its_query() -> None:
 
 def test_host_keys_sort_numerically() -> None:
     index = index_of(HOSTS_DOC)
-    ordered = sorted(index.hosts.values(), key=lambda k: k.sort_key)
-    assert [k.record.name for k in ordered] == ["10.0.0.1", "10.0.0.10", "10.0.1.3", "web"]
-    assert ordered[0].address == ipaddress.ip_address("10.0.0.1")
+    ordered = sorted(index.hosts, key=index.host_sort_key)
+    assert ordered == ["10.0.0.1", "10.0.0.10", "10.0.1.3", "web"]
+    assert index.addresses[ordered[0]] == ipaddress.ip_address("10.0.0.1")

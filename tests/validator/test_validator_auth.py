@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
-from scanfleet.common.messages import AuthVerdict
+from scanfleet.common.findings import HostRecord
+from scanfleet.common.messages import AuthVerdict, SeverityCounts
 from scanfleet.validator.auth import (
-    HostAuth,
     HostSignals,
     credentialed_checks_value,
     credentialed_token,
@@ -129,13 +128,11 @@ def test_host_rules(case: str, host: HostSignals, verdict: AuthVerdict, cited: s
     assert result.plugins == sorted(host.plugins)
 
 
-class Host(msgspec.Struct):
-    name: str
-    auth: HostAuth
-
-
-def hosts(*verdicts: AuthVerdict, plugins: list[int] | None = None) -> list[Host]:
-    return [Host(f"h{i}", HostAuth(verdict=v, plugins=plugins or [])) for i, v in enumerate(verdicts)]
+def hosts(*verdicts: AuthVerdict, plugins: list[int] | None = None) -> list[HostRecord]:
+    return [
+        HostRecord(name=f"h{i}", severity_counts=SeverityCounts(), item_count=0, auth=v, auth_plugins=plugins or [])
+        for i, v in enumerate(verdicts)
+    ]
 
 
 @pytest.mark.parametrize(

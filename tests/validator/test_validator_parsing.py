@@ -13,7 +13,7 @@ from typing import NamedTuple
 import pytest
 from lxml import etree
 
-from scanfleet.validator.findings import Finding
+from scanfleet.common.findings import Finding
 from scanfleet.validator.parsing import ExportRejected, Limits, parse_export
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
@@ -74,7 +74,7 @@ def test_corpus_counts(name: str) -> None:
     assert len(findings) == exp.items
     assert Counter(f.severity for f in findings) == Counter({i: n for i, n in enumerate(exp.sev) if n})
     assert sum(h.item_count for h in summary.hosts) == exp.items
-    values = [h.auth.credentialed_checks for h in summary.hosts if 19506 in h.auth.plugins]
+    values = [h.credentialed_checks for h in summary.hosts if 19506 in h.auth_plugins]
     assert Counter(values) == Counter(exp.creds)
     assert summary.warnings == []
 
@@ -117,7 +117,7 @@ def test_host_properties() -> None:
 
 
 def verdicts(name: str) -> dict[str, str]:
-    return {h.name: h.auth.verdict for h in parse_export(CORPUS / name).hosts}
+    return {h.name: h.auth for h in parse_export(CORPUS / name).hosts}
 
 
 def test_verdicts_one_yes_one_no() -> None:
@@ -129,27 +129,27 @@ def test_verdicts_one_yes_one_no() -> None:
 
 def test_verdicts_localhost_yes_and_failed_logins() -> None:
     summary = parse_export(CORPUS / "mitre-saf__sample.nessus")
-    by_name = {h.name: h.auth for h in summary.hosts}
-    assert by_name["10.0.0.3"].verdict == "success"
+    by_name = {h.name: h for h in summary.hosts}
+    assert by_name["10.0.0.3"].auth == "success"
     assert by_name["10.0.0.3"].credentialed_checks == "yes (on the localhost)"
-    assert any("141118" in e for e in by_name["10.0.0.3"].evidence)
+    assert any("141118" in e for e in by_name["10.0.0.3"].auth_evidence)
     for name in ("10.0.0.1", "10.0.0.2"):
-        assert by_name[name].verdict == "failed"
-        assert any("104410" in e for e in by_name[name].evidence)
+        assert by_name[name].auth == "failed"
+        assert any("104410" in e for e in by_name[name].auth_evidence)
 
 
 def test_verdicts_old_19506_without_line() -> None:
     summary = parse_export(CORPUS / "ruby-nessus__example_v2.nessus")
-    assert [h.auth.verdict for h in summary.hosts] == ["not_evaluable", "not_evaluable"]
-    assert all(h.auth.credentialed_checks is None for h in summary.hosts)
+    assert [h.auth for h in summary.hosts] == ["not_evaluable", "not_evaluable"]
+    assert all(h.credentialed_checks is None for h in summary.hosts)
 
 
 def test_verdicts_no_19506() -> None:
     summary = parse_export(CORPUS / "defectdojo__issue_6992.nessus")
     (host,) = summary.hosts
-    assert 19506 not in host.auth.plugins
-    assert host.auth.verdict == "not_attempted"
-    assert any("Credentialed_Scan=false" in e for e in host.auth.evidence)
+    assert 19506 not in host.auth_plugins
+    assert host.auth == "not_attempted"
+    assert any("Credentialed_Scan=false" in e for e in host.auth_evidence)
 
 
 def test_verdicts_failure_plugin_21745() -> None:
@@ -162,7 +162,7 @@ def test_verdicts_failure_plugin_21745() -> None:
 
 def test_null_session_is_not_a_login() -> None:
     summary = parse_export(CORPUS / "defectdojo__nessus_v_unknown.nessus")
-    assert {h.auth.verdict for h in summary.hosts} == {"not_attempted"}
+    assert {h.auth for h in summary.hosts} == {"not_attempted"}
 
 
 # --- typed findings against an independent lxml pass --------------------------------------------

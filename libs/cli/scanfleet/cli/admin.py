@@ -1,7 +1,7 @@
 """``scanfleet dlq list|inspect|retry|purge`` and ``scanfleet stats``: the operator's commands.
 
 They talk to NATS directly (``SCANFLEET_NATS_URL`` or ``--nats-url``) and print readable
-tables, or JSON with ``--json``. The work itself is ``scanfleet.janitor.admin``, which the
+tables, or JSON with ``--json``. The work itself is ``scanfleet.common.admin_ops``, which the
 gateway's /v1/admin routes share.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 import msgspec
 
+from scanfleet.common import admin_ops as admin
 from scanfleet.common.config import Settings
 from scanfleet.common.runtime import Runtime, close, open_runtime
-from scanfleet.janitor import admin
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:

@@ -1,19 +1,24 @@
-"""NATS plumbing shared by every service: connect, provision, KV and object-store helpers."""
+"""Every NATS helper the services share: connect, provision, publish (traced), pull consumers,
+dead letters, KV and object-store helpers. Tracing itself (spans, headers) is ``telemetry``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -21,13 +26,17 @@ from nats.js.api import (
     DeliverPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
+    PubAck,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
+from scanfleet.common.aio import honour_cancel
+from scanfleet.common.messages import DeadLetter, utcnow
+from scanfleet.common.telemetry import inject_headers, producer_span, record_publish
 
 log = logging.getLogger("scanfleet.bus")
 
@@ -93,7 +102,7 @@ def _set_fields(config: StreamConfig) -> dict[str, Any]:
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: contract.Bucket) -> KeyValue:
-    stream = f"KV_{bucket.name}"
+    stream = contract.kv_stream(bucket.name)
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
@@ -126,7 +135,7 @@ async def ensure_bucket(js: JetStreamContext, bucket: contract.Bucket) -> KeyVal
 
 async def ensure_object_store(js: JetStreamContext, store: contract.ObjectBucket) -> None:
     try:
-        await js.stream_info(f"OBJ_{store.name}")
+        await js.stream_info(contract.object_stream(store.name))
     except NotFoundError:
         await js.create_object_store(
             store.name,
@@ -144,6 +153,86 @@ async def provision(js: JetStreamContext, topology: contract.Topology) -> None:
         await ensure_object_store(js, store)
     for stream_name, consumer in topology.consumers():
         await js.add_consumer(stream_name, consumer)
+
+
+# Publishing and consuming ----------------------------------------------------------------
+
+
+async def publish(
+    js: JetStreamContext, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+) -> PubAck:
+    """A JetStream publish inside a PRODUCER span whose context travels in the headers."""
+    msg_id = (headers or {}).get(contract.HDR_MSG_ID)
+    with producer_span(subject, len(payload), msg_id) as span:
+        ack = await js.publish(subject, payload, headers=inject_headers(dict(headers or {})))
+        record_publish(span, ack.stream, ack.seq, ack.duplicate)
+        return ack
+
+
+async def pull(
+    js: JetStreamContext, stream: str, durable: str, *, batch: int, wait: float = 2.0
+) -> AsyncIterator[list[Msg]]:
+    """Batches from a durable pull consumer, forever; an empty poll or a NATS outage just loops.
+
+    nats-py's ``fetch(n)`` that catches one message mid-wait keeps waiting for ``n`` until
+    its timeout, so a lone message could sit for the whole ``wait``. Instead: block for one,
+    then take whatever else is already there.
+    """
+    sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    try:
+        while True:
+            honour_cancel()
+            try:
+                msgs = await sub.fetch(batch=1, timeout=wait)
+            except (NatsTimeout, FetchTimeoutError, TimeoutError):
+                continue
+            except NatsError as exc:
+                # While the server restarts: no responders, JetStream not ready, connection reset.
+                log.warning("pull from %s/%s failed (%s); retrying", stream, durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            if batch > 1:
+                with contextlib.suppress(NatsTimeout, FetchTimeoutError, TimeoutError, NatsError):
+                    msgs += await sub.fetch(batch=batch - 1, timeout=0.01)
+            yield msgs
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def keep_in_progress(msg: Msg, every: float) -> None:
+    """Tell the server the message is still being worked on, until cancelled."""
+    while True:
+        honour_cancel()
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+def dead_letter_for(
+    msg: Msg,
+    *,
+    stage: str,
+    reason: str,
+    error: str,
+    task_id: str | None = None,
+    trace_id: str | None = None,
+    keep_original: bool = False,
+) -> DeadLetter:
+    """The dead letter of one delivery, with where it came from and how often it was tried."""
+    return DeadLetter(
+        task_id=task_id,
+        trace_id=trace_id,
+        stage=stage,
+        reason=reason,
+        error=error,
+        attempts=msg.metadata.num_delivered if msg.metadata else 1,
+        failed_at=utcnow(),
+        original_subject=msg.subject,
+        original=msg.data if keep_original else None,
+        original_stream=msg.metadata.stream if msg.metadata else None,
+        original_seq=msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else None,
+    )
 
 
 # KV ---------------------------------------------------------------------------------------
@@ -235,7 +324,7 @@ async def put_object_stream(js: JetStreamContext, bucket: str, name: str, chunks
     and must never be held whole in memory.
     """
     nuid = js._nc._nuid.next().decode()
-    chunk_subject = f"$O.{bucket}.C.{nuid}"
+    chunk_subject = contract.object_chunk_subject(bucket, nuid)
     digest = hashlib.sha256()
     buffer = bytearray()
     size = count = 0
@@ -266,20 +355,20 @@ async def put_object_stream(js: JetStreamContext, bucket: str, name: str, chunks
             "digest": "SHA-256=" + base64.urlsafe_b64encode(raw).decode(),
             "options": {"max_chunk_size": CHUNK_SIZE},
         }
-        meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+        meta_subject = contract.object_meta_subject(bucket, name)
         previous = await _previous_nuid(js, bucket, meta_subject)
         await js.publish(meta_subject, json.dumps(meta).encode(), headers={"Nats-Rollup": "sub"})
     except BaseException:
-        await js.purge_stream(f"OBJ_{bucket}", subject=chunk_subject)
+        await js.purge_stream(contract.object_stream(bucket), subject=chunk_subject)
         raise
     if previous and previous != nuid:
-        await js.purge_stream(f"OBJ_{bucket}", subject=f"$O.{bucket}.C.{previous}")
+        await js.purge_stream(contract.object_stream(bucket), subject=contract.object_chunk_subject(bucket, previous))
     return StoredObject(name=name, size=size, sha256=raw.hex())
 
 
 async def _previous_nuid(js: JetStreamContext, bucket: str, meta_subject: str) -> str | None:
     try:
-        msg = await js.get_last_msg(f"OBJ_{bucket}", meta_subject)
+        msg = await js.get_last_msg(contract.object_stream(bucket), meta_subject)
     except NotFoundError:
         return None
     nuid = json.loads(msg.data or b"{}").get("nuid")

@@ -22,8 +22,11 @@ valid both as subject tokens and inside consumer names.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 
 from nats.js.api import (
     AckPolicy,
@@ -38,6 +41,53 @@ from nats.js.api import (
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 DAY = 24 * 3600.0
 
+# Task states and event kinds --------------------------------------------------------------
+
+
+class TaskState(StrEnum):
+    """Where a task is; its legal moves are ``scanfleet.common.tasks.TRANSITIONS``."""
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    EXPORTING = "exporting"
+    VALIDATING = "validating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMEOUT})
+
+
+class EventKind(StrEnum):
+    """The last token of ``scan.event.<task>.<kind>``: every task state, plus steps that are not states.
+
+    A StrEnum, so the wire carries the same plain strings as before.
+    """
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    EXPORTING = "exporting"
+    VALIDATING = "validating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    EXPORTED = "exported"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    REVALIDATED = "revalidated"
+
+
+TERMINAL_KINDS = tuple(EventKind(state) for state in TaskState if state in TERMINAL)
+
 # Streams ----------------------------------------------------------------------------------
 
 REQUESTS_STREAM = "SCAN_REQUESTS"
@@ -47,6 +97,15 @@ DLQ_STREAM = "SCAN_DLQ"
 ADVISORIES_STREAM = "SCAN_ADVISORIES"
 
 # Subjects ---------------------------------------------------------------------------------
+#
+# Every subject is built and taken apart here, nowhere else: task ids, pools, instances and
+# stages are NAME_RE tokens, so a subject's tokens are exactly its dots' separations.
+
+SUBJECT_ROOT = "scan"
+REQUESTS_FILTER = "scan.request.>"
+ASSIGNMENTS_FILTER = "scan.assign.>"
+EVENTS_FILTER = "scan.event.>"
+DLQ_FILTER = "scan.dlq.>"
 
 
 def request_subject(pool: str, task_id: str) -> str:
@@ -66,7 +125,7 @@ def instance_assignment_filter(pool: str, instance: str) -> str:
 
 
 def event_subject(task_id: str, kind: str) -> str:
-    """Lifecycle event of one task; ``kind`` is a task state, ``exported`` or ``progress``."""
+    """Lifecycle event of one task; ``kind`` is an ``EventKind`` (a plain str, so a filter may pass ``*``)."""
     return f"scan.event.{task_id}.{kind}"
 
 
@@ -74,13 +133,94 @@ def task_events_filter(task_id: str) -> str:
     return f"scan.event.{task_id}.>"
 
 
-EXPORTED_FILTER = "scan.event.*.exported"
-TERMINAL_KINDS = ("completed", "failed", "cancelled", "timeout")
-TERMINAL_EVENT_FILTERS = [f"scan.event.*.{kind}" for kind in TERMINAL_KINDS]
+def kind_events_filter(kind: str) -> str:
+    """Events of one kind, for every task."""
+    return f"scan.event.*.{kind}"
+
+
+EXPORTED_FILTER = kind_events_filter(EventKind.EXPORTED)
+TERMINAL_EVENT_FILTERS = [kind_events_filter(kind) for kind in TERMINAL_KINDS]
 
 
 def dlq_subject(stage: str, task_id: str) -> str:
     return f"scan.dlq.{stage}.{task_id}"
+
+
+def dlq_filter(stage: str | None = None, task_id: str | None = None) -> str:
+    """Dead letters of one stage and/or task (either may be left open)."""
+    return f"scan.dlq.{stage or '*'}.{task_id or '*'}"
+
+
+def _tokens(subject: str, family: str, count: int) -> list[str] | None:
+    tokens = subject.split(".")
+    if len(tokens) != count or tokens[0] != SUBJECT_ROOT or tokens[1] != family:
+        return None
+    return tokens
+
+
+def pool_of_request(subject: str) -> str | None:
+    """``scan.request.<pool>.<task>`` → pool."""
+    tokens = _tokens(subject, "request", 4)
+    return tokens[2] if tokens else None
+
+
+def task_of_event(subject: str) -> str | None:
+    """``scan.event.<task>.<kind>`` → task id."""
+    tokens = _tokens(subject, "event", 4)
+    return tokens[2] if tokens else None
+
+
+def kind_of_event(subject: str) -> str | None:
+    """``scan.event.<task>.<kind>`` → kind, as written (an unknown kind is not refused here)."""
+    tokens = _tokens(subject, "event", 4)
+    return tokens[3] if tokens else None
+
+
+def stage_of_dlq(subject: str) -> str | None:
+    """``scan.dlq.<stage>.<task>`` → stage."""
+    tokens = _tokens(subject, "dlq", 4)
+    return tokens[2] if tokens else None
+
+
+def task_of_subject(subject: str) -> str | None:
+    """The task a request, assignment, event or dead-letter subject is about; None for any other."""
+    for family, count, index in (("request", 4, 3), ("assign", 5, 4), ("event", 4, 2), ("dlq", 4, 3)):
+        tokens = _tokens(subject, family, count)
+        if tokens:
+            return tokens[index]
+    return None
+
+
+def subject_template(subject: str) -> str:
+    """``scan.request.default.<task>`` → ``scan.request.*.*``: a span name of low cardinality."""
+    tokens = subject.split(".")
+    keep = 5 if subject.startswith("$JS.EVENT.") else 2
+    return ".".join(tokens[:keep] + ["*"] * max(0, len(tokens) - keep))
+
+
+# Message ids ------------------------------------------------------------------------------
+#
+# ``Nats-Msg-Id`` makes a publish idempotent within a stream's duplicate window: the same
+# step published twice (a retry, a redelivered message worked again) lands once.
+
+
+def request_msg_id(task_id: str, retries: int = 0) -> str:
+    """The first request of a task, then one per operator retry (``TaskRecord.retries``)."""
+    return task_id if retries == 0 else f"{task_id}-retry{retries}"
+
+
+def assignment_msg_id(task_id: str, dispatch_attempt: int) -> str:
+    return f"assign:{task_id}:{dispatch_attempt}"
+
+
+def event_msg_id(task_id: str, kind: str, updated_at: datetime) -> str:
+    """One event per kind and record revision time."""
+    return f"{task_id}:{kind}:{updated_at.timestamp()}"
+
+
+def export_msg_id(task_id: str, sha256: str) -> str:
+    """One ``exported`` event per stored export content."""
+    return f"export:{task_id}:{sha256[:16]}"
 
 
 def dead_letter_msg_id(stream: str, seq: int) -> str:
@@ -99,7 +239,7 @@ STREAMS: list[StreamConfig] = [
     StreamConfig(
         name=REQUESTS_STREAM,
         description="Scan requests waiting for a scanner, one subject per task",
-        subjects=["scan.request.>"],
+        subjects=[REQUESTS_FILTER],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
@@ -109,7 +249,7 @@ STREAMS: list[StreamConfig] = [
     StreamConfig(
         name=ASSIGNMENTS_STREAM,
         description="Tasks assigned to one scanner instance, held by its agent until exported",
-        subjects=["scan.assign.>"],
+        subjects=[ASSIGNMENTS_FILTER],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
@@ -119,7 +259,7 @@ STREAMS: list[StreamConfig] = [
     StreamConfig(
         name=EVENTS_STREAM,
         description="Lifecycle events of every task, kept for audit and replay",
-        subjects=["scan.event.>"],
+        subjects=[EVENTS_FILTER],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=30 * DAY,
@@ -128,7 +268,7 @@ STREAMS: list[StreamConfig] = [
     StreamConfig(
         name=DLQ_STREAM,
         description="Dead letters: everything that failed permanently, credentials removed",
-        subjects=["scan.dlq.>"],
+        subjects=[DLQ_FILTER],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=30 * DAY,
@@ -166,7 +306,25 @@ JANITOR_ADVISORIES_CONSUMER = "janitor-advisories"
 JANITOR_TERMINAL_CONSUMER = "janitor-terminal"
 JANITOR_EXPIRY_CONSUMER = "janitor-expiry"
 EXPIRY_BUCKET = "scan_expiry"
-EXPIRY_STREAM = f"KV_{EXPIRY_BUCKET}"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject of one key of a KV bucket, for raw writes nats-py's KV cannot make (TTLs, purges)."""
+    return f"$KV.{bucket}.{key}"
+
+
+def key_of_kv_subject(bucket: str, subject: str) -> str | None:
+    """``$KV.<bucket>.<key>`` → key."""
+    prefix = kv_subject(bucket, "")
+    return subject[len(prefix) :] if subject.startswith(prefix) else None
+
+
+EXPIRY_STREAM = kv_stream(EXPIRY_BUCKET)
 
 
 def dispatch_consumer(pool: str, ack_wait: float = DISPATCH_ACK_WAIT) -> ConsumerConfig:
@@ -300,6 +458,11 @@ def instance_key(pool: str, instance: str) -> str:
     return f"{pool}.{instance}"
 
 
+def instance_of_key(key: str) -> str:
+    """``<pool>.<instance>`` → instance."""
+    return key.split(".", 1)[1]
+
+
 @dataclass(frozen=True)
 class ObjectBucket:
     name: str
@@ -329,6 +492,19 @@ def findings_object_name(task_id: str) -> str:
 
 def hosts_object_name(task_id: str) -> str:
     return f"{task_id}.hosts"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream behind an object store."""
+    return f"OBJ_{bucket}"
+
+
+def object_chunk_subject(bucket: str, nuid: str) -> str:
+    return f"$O.{bucket}.C.{nuid}"
+
+
+def object_meta_subject(bucket: str, name: str) -> str:
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
 def task_objects(task_id: str) -> list[tuple[str, str]]:

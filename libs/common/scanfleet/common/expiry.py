@@ -76,7 +76,7 @@ def ttl_header(seconds: float) -> str:
 
 
 def lease_subject(task_id: str) -> str:
-    return f"$KV.{contract.EXPIRY_BUCKET}.{task_id}"
+    return contract.kv_subject(contract.EXPIRY_BUCKET, task_id)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from scanfleet.common.contract import EventKind
+
 ScanType = Literal["untrusted", "authenticated", "authenticated_privileged"]
 SCAN_TYPES: tuple[ScanType, ...] = ("untrusted", "authenticated", "authenticated_privileged")
 Severity = Literal["critical", "high", "medium", "low", "info"]
@@ -109,23 +111,12 @@ class ResultsSummary(msgspec.Struct, kw_only=True):
     hosts: list[HostResult] = []
 
 
-class ValidationResult(Message, kw_only=True):
-    task_id: str
-    trace_id: str
-    ok: bool
-    reason: str | None = None
-    message: str | None = None
-    summary: ResultsSummary | None = None
-    warnings: list[str] = []
-    validated_at: datetime
-
-
 class TaskEvent(Message, kw_only=True):
     """One lifecycle step of a task, as published to ``scan.event.<task>.<kind>``."""
 
     task_id: str
     trace_id: str
-    kind: str
+    kind: EventKind
     state: str
     at: datetime
     service: str

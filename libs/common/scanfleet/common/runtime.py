@@ -11,21 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.errors import FetchTimeoutError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
-from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import connect, ensure_bucket, provision
+from scanfleet.common.bus import connect, ensure_bucket, provision, publish
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import setup_logging
 from scanfleet.common.messages import DeadLetter, TaskEvent, encode, scrub_credentials, utcnow
 from scanfleet.common.tasks import TaskRecord, TaskStore
-from scanfleet.common.telemetry import publish, setup_tracing, shutdown_tracing
+from scanfleet.common.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("scanfleet.runtime")
 
@@ -45,7 +40,7 @@ class Runtime:
     pool_stats: KeyValue
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def publish_event(self, record: TaskRecord, kind: str, detail: str | None = None) -> None:
+    async def publish_event(self, record: TaskRecord, kind: contract.EventKind, detail: str | None = None) -> None:
         """Append a lifecycle event; the message id makes a retried publish a no-op."""
         event = TaskEvent(
             task_id=record.task_id,
@@ -57,7 +52,7 @@ class Runtime:
             detail=detail,
             instance=record.instance,
         )
-        headers = {contract.HDR_MSG_ID: f"{record.task_id}:{kind}:{record.updated_at.timestamp()}"}
+        headers = {contract.HDR_MSG_ID: contract.event_msg_id(record.task_id, kind, record.updated_at)}
         await publish(self.js, contract.event_subject(record.task_id, kind), encode(event), headers)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
@@ -144,66 +139,3 @@ async def wait_stopping(rt: Runtime, *tasks: asyncio.Task[None]) -> None:
         if t is not stop and not t.cancelled() and t.exception() is not None:
             raise t.exception()  # type: ignore[misc]
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def pull(rt: Runtime, stream: str, durable: str, *, batch: int, wait: float = 2.0) -> AsyncIterator[list[Msg]]:
-    """Batches from a durable pull consumer, forever; an empty poll or a NATS outage just loops.
-
-    nats-py's ``fetch(n)`` that catches one message mid-wait keeps waiting for ``n`` until
-    its timeout, so a lone message could sit for the whole ``wait``. Instead: block for one,
-    then take whatever else is already there.
-    """
-    sub = await rt.js.pull_subscribe_bind(durable=durable, stream=stream)
-    try:
-        while True:
-            honour_cancel()
-            try:
-                msgs = await sub.fetch(batch=1, timeout=wait)
-            except (NatsTimeout, FetchTimeoutError, TimeoutError):
-                continue
-            except NatsError as exc:
-                # While the server restarts: no responders, JetStream not ready, connection reset.
-                log.warning("pull from %s/%s failed (%s); retrying", stream, durable, exc)
-                await asyncio.sleep(0.5)
-                continue
-            if batch > 1:
-                with contextlib.suppress(NatsTimeout, FetchTimeoutError, TimeoutError, NatsError):
-                    msgs += await sub.fetch(batch=batch - 1, timeout=0.01)
-            yield msgs
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
-
-async def keep_in_progress(msg: Msg, every: float) -> None:
-    """Tell the server the message is still being worked on, until cancelled."""
-    while True:
-        honour_cancel()
-        await asyncio.sleep(every)
-        with contextlib.suppress(Exception):
-            await msg.in_progress()
-
-
-def dead_letter_for(
-    msg: Msg,
-    *,
-    stage: str,
-    reason: str,
-    error: str,
-    task_id: str | None = None,
-    trace_id: str | None = None,
-    keep_original: bool = False,
-) -> DeadLetter:
-    return DeadLetter(
-        task_id=task_id,
-        trace_id=trace_id,
-        stage=stage,
-        reason=reason,
-        error=error,
-        attempts=msg.metadata.num_delivered if msg.metadata else 1,
-        failed_at=utcnow(),
-        original_subject=msg.subject,
-        original=msg.data if keep_original else None,
-        original_stream=msg.metadata.stream if msg.metadata else None,
-        original_seq=msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else None,
-    )

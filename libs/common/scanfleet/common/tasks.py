@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -17,26 +16,9 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from scanfleet.common.bus import kv_get
+from scanfleet.common.contract import TERMINAL as TERMINAL
+from scanfleet.common.contract import TaskState as TaskState
 from scanfleet.common.messages import ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
-
-
-class TaskState(StrEnum):
-    QUEUED = "queued"
-    DISPATCHED = "dispatched"
-    RUNNING = "running"
-    EXPORTING = "exporting"
-    VALIDATING = "validating"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMEOUT})
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
@@ -225,14 +207,19 @@ class TaskStore:
         mutate: Mutation | None = None,
         *,
         known: tuple[TaskRecord, int] | None = None,
+        fallback: TaskState | None = None,
     ) -> TaskRecord:
-        """Move the task to ``target``; raises IllegalTransition if the current state forbids it."""
+        """Move the task to ``target``, or to ``fallback`` when the state read forbids ``target``;
+        raises IllegalTransition if the current state forbids both."""
 
         def apply(record: TaskRecord) -> None:
-            check_transition(record, target)
+            chosen = target
+            if fallback is not None and target not in TRANSITIONS[record.state]:
+                chosen = fallback
+            check_transition(record, chosen)
             if mutate is not None:
                 mutate(record)
-            _stamp(record, target, utcnow())
+            _stamp(record, chosen, utcnow())
 
         return await self.update(task_id, apply, known=known)
 

@@ -27,13 +27,12 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from scanfleet.common.contract import HDR_MSG_ID, subject_template
+
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
-    from nats.js import JetStreamContext
-    from nats.js.api import PubAck
 
 MESSAGING_SYSTEM = "nats"
-HDR_MSG_ID = "Nats-Msg-Id"
 _provider: TracerProvider | None = None
 
 Exporter = Literal["otlp", "console", "none"]
@@ -113,13 +112,6 @@ def context_for_trace(trace_id: str | None) -> Context | None:
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
-def destination_template(subject: str) -> str:
-    """``scan.request.default.<task>`` → ``scan.request.*.*``: a span name of low cardinality."""
-    tokens = subject.split(".")
-    keep = 5 if subject.startswith("$JS.EVENT.") else 2
-    return ".".join(tokens[:keep] + ["*"] * max(0, len(tokens) - keep))
-
-
 # Messaging spans ---------------------------------------------------------------------------
 
 
@@ -127,29 +119,30 @@ def _tracer() -> trace.Tracer:
     return trace.get_tracer("scanfleet.messaging")
 
 
-async def publish(
-    js: JetStreamContext, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
-) -> PubAck:
-    """A JetStream publish inside a PRODUCER span whose context travels in the headers."""
+@contextlib.contextmanager
+def producer_span(subject: str, size: int, msg_id: str | None = None) -> Iterator[trace.Span]:
+    """A PRODUCER span around one publish; ``inject_headers`` inside it carries its context."""
     attributes: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation": "publish",
         "messaging.operation.type": "send",
         "messaging.destination.name": subject,
-        "messaging.destination.template": destination_template(subject),
-        "messaging.message.body.size": len(payload),
+        "messaging.destination.template": subject_template(subject),
+        "messaging.message.body.size": size,
     }
-    if headers and HDR_MSG_ID in headers:
-        attributes["messaging.message.id"] = headers[HDR_MSG_ID]
+    if msg_id is not None:
+        attributes["messaging.message.id"] = msg_id
     with _tracer().start_as_current_span(
-        f"publish {destination_template(subject)}", kind=SpanKind.PRODUCER, attributes=attributes
+        f"publish {subject_template(subject)}", kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        ack = await js.publish(subject, payload, headers=inject_headers(dict(headers or {})))
-        span.set_attribute("messaging.nats.stream", ack.stream)
-        span.set_attribute("messaging.nats.sequence", ack.seq)
-        if ack.duplicate:
-            span.set_attribute("messaging.nats.duplicate", True)
-        return ack
+        yield span
+
+
+def record_publish(span: trace.Span, stream: str, seq: int, duplicate: bool | None) -> None:
+    span.set_attribute("messaging.nats.stream", stream)
+    span.set_attribute("messaging.nats.sequence", seq)
+    if duplicate:
+        span.set_attribute("messaging.nats.duplicate", True)
 
 
 def delivery_attributes(msg: Msg) -> tuple[dict[str, Any], int]:
@@ -159,7 +152,7 @@ def delivery_attributes(msg: Msg) -> tuple[dict[str, Any], int]:
         "messaging.operation": "process",
         "messaging.operation.type": "process",
         "messaging.destination.name": msg.subject,
-        "messaging.destination.template": destination_template(msg.subject),
+        "messaging.destination.template": subject_template(msg.subject),
         "messaging.message.body.size": len(msg.data or b""),
     }
     headers = msg.headers or {}

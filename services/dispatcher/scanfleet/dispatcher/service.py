@@ -22,16 +22,17 @@ from nats.aio.msg import Msg
 
 from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.aio import honour_cancel
+from scanfleet.common.bus import dead_letter_for, publish, pull
 from scanfleet.common.config import Settings, load_fleet
-from scanfleet.common.contract import instance_key
+from scanfleet.common.contract import EventKind, instance_key
 from scanfleet.common.lease import Lease
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Assignment, ScanRequest, decode, encode, utcnow
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import sync_registry
-from scanfleet.common.runtime import Runtime, dead_letter_for, pull, run, service_runtime, wait_stopping
+from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
 from scanfleet.common.tasks import IllegalTransition, TaskNotFound, TaskRecord, TaskState
-from scanfleet.common.telemetry import consumer_span, publish
+from scanfleet.common.telemetry import consumer_span
 from scanfleet.dispatcher import metrics
 from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
 from scanfleet.dispatcher.stats import PoolStatsTracker
@@ -79,7 +80,7 @@ class PoolDispatcher:
 
     async def _fetch_loop(self) -> None:
         durable = contract.dispatch_consumer_name(self.pool)
-        async for msgs in pull(self.rt, contract.REQUESTS_STREAM, durable, batch=200, wait=1.0):
+        async for msgs in pull(self.rt.js, contract.REQUESTS_STREAM, durable, batch=200, wait=1.0):
             for msg in msgs:
                 await self._accept(msg)
             self.poke()
@@ -240,7 +241,7 @@ class PoolDispatcher:
                 metrics.DISPATCH_LATENCY.labels(self.pool).observe(time.perf_counter() - woken_at)
                 await held.msg.ack()
                 self.waiting.pop(request.task_id, None)
-                await self.rt.publish_event(record, "dispatched", detail=decision.instance)
+                await self.rt.publish_event(record, EventKind.DISPATCHED, detail=decision.instance)
                 log.info("assigned to %s", key)
             return True
 
@@ -255,7 +256,7 @@ class PoolDispatcher:
             assigned_at=utcnow(),
         )
         headers = {
-            contract.HDR_MSG_ID: f"assign:{record.task_id}:{record.dispatch_attempts}",
+            contract.HDR_MSG_ID: contract.assignment_msg_id(record.task_id, record.dispatch_attempts),
             contract.HDR_TASK_ID: record.task_id,
         }
         subject = contract.assignment_subject(record.pool, record.instance, record.task_id)
@@ -308,10 +309,12 @@ class Dispatcher:
 
     async def _forget_cancelled(self) -> None:
         """Follow cancelled events (core NATS: a missed one only costs the CAS fallback)."""
-        sub = await self.rt.nc.subscribe(contract.event_subject("*", TaskState.CANCELLED))
+        sub = await self.rt.nc.subscribe(contract.kind_events_filter(EventKind.CANCELLED))
         try:
             async for msg in sub.messages:
-                task_id = msg.subject.split(".")[2]
+                task_id = contract.task_of_event(msg.subject)
+                if task_id is None:
+                    continue
                 for dispatcher in list(self.dispatchers.values()):
                     await dispatcher.forget(task_id)
         finally:

@@ -16,8 +16,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError
 
+from scanfleet.common import contract
 from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import kv_create, kv_get
+from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
 
@@ -72,7 +74,7 @@ class PoolStatsTracker:
 
     async def run(self) -> None:
         sub = await self.rt.js.subscribe(
-            "scan.event.*.completed", ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+            contract.kind_events_filter(EventKind.COMPLETED), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         while True:
             honour_cancel()
@@ -82,7 +84,8 @@ class PoolStatsTracker:
                 continue
             if not self.active():
                 continue
-            record = await self.rt.tasks.get(msg.subject.split(".")[2])
+            task_id = contract.task_of_event(msg.subject)
+            record = await self.rt.tasks.get(task_id) if task_id else None
             if record is None or record.dispatched_at is None or record.finished_at is None:
                 continue
             duration = (record.finished_at - record.dispatched_at).total_seconds()

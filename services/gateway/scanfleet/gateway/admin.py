@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import msgspec
 from fastapi import APIRouter, Depends, Header, Request
 
+from scanfleet.common import admin_ops as admin
 from scanfleet.common.runtime import Runtime
 from scanfleet.gateway.core import GatewayError
-from scanfleet.janitor import admin
 
 T = TypeVar("T")
 

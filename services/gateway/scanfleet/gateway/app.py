@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,13 +19,15 @@ from scanfleet.gateway.admin import admin_router
 from scanfleet.gateway.control_tools import control_router
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
 from scanfleet.gateway.queue_tools import queue_router
+from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import results_router
 from scanfleet.gateway.tools import build_mcp
 
 
 def create_app(rt: Runtime) -> FastAPI:
     gateway = Gateway(rt)
-    mcp = build_mcp(gateway)
+    results = Results(gateway)
+    mcp = build_mcp(gateway, results)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", host=rt.settings.gateway_host)
 
     @contextlib.asynccontextmanager
@@ -36,6 +38,7 @@ def create_app(rt: Runtime) -> FastAPI:
                 yield
         finally:
             await gateway.stop()
+            results.cache.close()
 
     app = FastAPI(title="scanfleet gateway", version="0.1.0", lifespan=lifespan)
 
@@ -65,7 +68,20 @@ def create_app(rt: Runtime) -> FastAPI:
     async def metrics() -> Response:
         return Response(await metrics_text(rt), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/scans", status_code=202)
+    app.include_router(scans_router(gateway))
+    app.include_router(results_router(results))
+    app.include_router(control_router(gateway))
+    app.include_router(queue_router(gateway))
+    app.include_router(admin_router(rt))
+    app.mount("/", mcp_app)
+    return app
+
+
+def scans_router(gateway: Gateway) -> APIRouter:
+    """``POST /v1/scans`` and the status, scanners and pools reads."""
+    router = APIRouter()
+
+    @router.post("/v1/scans", status_code=202)
     async def submit_scan(request: Request) -> dict[str, Any]:
         try:
             body = msgspec.json.decode(await request.body(), type=SubmitScan)
@@ -73,21 +89,16 @@ def create_app(rt: Runtime) -> FastAPI:
             raise GatewayError(422, "invalid_request", str(exc)) from None
         return await gateway.submit(body)
 
-    @app.get("/v1/scans/{task_id}")
+    @router.get("/v1/scans/{task_id}")
     async def scan_status(task_id: str) -> dict[str, Any]:
         return await gateway.status(task_id)
 
-    @app.get("/v1/scanners")
+    @router.get("/v1/scanners")
     async def scanners(pool: str | None = None) -> dict[str, Any]:
         return await gateway.scanners(pool)
 
-    @app.get("/v1/pools")
+    @router.get("/v1/pools")
     async def pools() -> dict[str, Any]:
         return await gateway.pools()
 
-    app.include_router(results_router(gateway))
-    app.include_router(control_router(gateway))
-    app.include_router(queue_router(gateway))
-    app.include_router(admin_router(rt))
-    app.mount("/", mcp_app)
-    return app
+    return router

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
-from scanfleet.common import capacity, contract
+from scanfleet.common import contract
+from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway import views
 from scanfleet.gateway.core import Gateway, GatewayError
@@ -97,22 +98,17 @@ class ScanControl:
     async def _cancel_queued(self, task_id: str, why: str) -> TaskRecord | None:
         """End a task that is still queued; None when the dispatcher took it first."""
 
-        def apply(r: TaskRecord) -> None:
-            # Re-checked on every CAS retry: a task dispatched meanwhile needs its agent to stop it.
-            if r.state is not TaskState.QUEUED:
-                raise _Refused
-            r.error = why
-            r.error_reason = "cancelled"
-
-        try:
-            record = await self.rt.tasks.transition(task_id, TaskState.CANCELLED, apply)
-        except _Refused:
-            return None
-        await self.rt.publish_event(record, "cancelled", detail=why)
-        await self._withdraw_request(record)
-        holder = await capacity.holder_of(self.rt.capacity, task_id)
-        if holder is not None:
-            await capacity.release(self.rt.capacity, holder, task_id)
+        # Re-checked on every CAS retry: a task dispatched meanwhile needs its agent to stop it.
+        record = await end_task(
+            self.rt,
+            task_id,
+            TaskState.CANCELLED,
+            error=why,
+            reason="cancelled",
+            still=lambda r: r.state is TaskState.QUEUED,
+        )
+        if record is not None:
+            await self._withdraw_request(record)
         return record
 
     async def _withdraw_request(self, record: TaskRecord) -> None:

@@ -8,7 +8,7 @@ import msgspec
 from fastapi import APIRouter, Request
 from mcp.server.mcpserver import MCPServer
 
-from scanfleet.common.credentials import CredentialError, parse
+from scanfleet.common.credentials import CredentialError, TargetCredential, parse
 from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
 from scanfleet.gateway.errors import call
@@ -18,8 +18,26 @@ Escalation = Literal["sudo", "su", "su+sudo", "pbrun", "dzdo"]
 
 
 def register_control_tools(mcp: MCPServer, gateway: Gateway) -> None:
+    register_authenticated_scan(mcp, gateway)
     control = ScanControl(gateway)
 
+    @mcp.tool()
+    async def cancel_scan(task_id: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a scan: a queued one never starts; a running one is stopped on Nessus and its slot freed."""
+        return await call(control.cancel(task_id, reason))
+
+    @mcp.tool()
+    async def pause_scan(task_id: str) -> dict[str, Any]:
+        """Pause a running scan on Nessus; get_scan_status shows paused: true once it took effect."""
+        return await call(control.pause(task_id))
+
+    @mcp.tool()
+    async def resume_scan(task_id: str) -> dict[str, Any]:
+        """Resume a paused scan; time spent paused does not count towards the running timeout."""
+        return await call(control.resume(task_id))
+
+
+def register_authenticated_scan(mcp: MCPServer, gateway: Gateway) -> None:
     @mcp.tool()
     async def run_authenticated_scan(
         targets: str,
@@ -54,9 +72,8 @@ def register_control_tools(mcp: MCPServer, gateway: Gateway) -> None:
             "escalation_account": escalation_account,
             "escalation_password": escalation_password,
         }
-        given = {k: v for k, v in inline.items() if v is not None}
         try:
-            credentials = parse(given) if given else None
+            credentials = _inline_credentials(inline)
         except CredentialError as exc:
             return await call(_refusal(exc))
         submit = SubmitScan(
@@ -72,20 +89,10 @@ def register_control_tools(mcp: MCPServer, gateway: Gateway) -> None:
         )
         return await call(gateway.submit(submit))
 
-    @mcp.tool()
-    async def cancel_scan(task_id: str, reason: str = "") -> dict[str, Any]:
-        """Cancel a scan: a queued one never starts; a running one is stopped on Nessus and its slot freed."""
-        return await call(control.cancel(task_id, reason))
 
-    @mcp.tool()
-    async def pause_scan(task_id: str) -> dict[str, Any]:
-        """Pause a running scan on Nessus; get_scan_status shows paused: true once it took effect."""
-        return await call(control.pause(task_id))
-
-    @mcp.tool()
-    async def resume_scan(task_id: str) -> dict[str, Any]:
-        """Resume a paused scan; time spent paused does not count towards the running timeout."""
-        return await call(control.resume(task_id))
+def _inline_credentials(inline: dict[str, str | None]) -> TargetCredential | None:
+    given = {k: v for k, v in inline.items() if v is not None}
+    return parse(given) if given else None
 
 
 async def _refusal(exc: CredentialError) -> dict[str, Any]:

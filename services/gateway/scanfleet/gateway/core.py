@@ -13,16 +13,18 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_get
+from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import ScanType, SealedCredentials, encode, utcnow
+from scanfleet.common.messages import ScanType, utcnow
 from scanfleet.common.metrics import SCANS
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import InvalidTarget, parse_targets
-from scanfleet.common.tasks import TaskRecord, TaskState, request_of
-from scanfleet.common.telemetry import current_trace_id, publish, tracer
+from scanfleet.common.task_ops import EnqueueFailed, enqueue
+from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.telemetry import current_trace_id, tracer
 from scanfleet.gateway import views
 from scanfleet.gateway.queue import QueueView
 from scanfleet.gateway.sealing import CredentialSealer
@@ -149,8 +151,16 @@ class Gateway:
                     updated_at=utcnow(),
                 )
                 await self.rt.tasks.create(record)
-                await self.rt.publish_event(record, "queued")
-                await self._enqueue(record, self.sealer.seal(submit.credentials, task_id), submit.credential_ref)
+                await self.rt.publish_event(record, EventKind.QUEUED)
+                try:
+                    await enqueue(
+                        self.rt,
+                        record,
+                        credentials=self.sealer.seal(submit.credentials, task_id),
+                        credential_ref=submit.credential_ref,
+                    )
+                except EnqueueFailed as exc:
+                    raise GatewayError(503, "enqueue_failed", "the request could not be queued; try again") from exc
                 SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
                 placement = await self.queue.placement(pool, task_id, views_)
@@ -180,23 +190,6 @@ class Gateway:
         if record is None:
             raise GatewayError(409, "idempotency_conflict", "the task of this idempotency_key no longer exists")
         return {**views.status(record), "idempotent": True}
-
-    async def _enqueue(
-        self, record: TaskRecord, sealed: SealedCredentials | None = None, credential_ref: str | None = None
-    ) -> None:
-        request = request_of(record, credentials=sealed, credential_ref=credential_ref)
-        headers = {contract.HDR_MSG_ID: record.task_id, contract.HDR_TASK_ID: record.task_id}
-        try:
-            await publish(self.rt.js, contract.request_subject(record.pool, record.task_id), encode(request), headers)
-        except Exception as exc:
-            error = f"could not enqueue: {exc}"
-
-            def failed(r: TaskRecord) -> None:
-                r.error = error
-                r.error_reason = "enqueue_failed"
-
-            await self.rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
-            raise GatewayError(503, "enqueue_failed", "the request could not be queued; try again") from exc
 
     async def _fleet(self) -> list[ScannerView]:
         if self._mirroring is None or self._mirroring.done():

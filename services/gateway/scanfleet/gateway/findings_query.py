@@ -99,16 +99,10 @@ class QueryError(ValueError):
 # The loaded index --------------------------------------------------------------------------
 
 
-@dataclass
-class HostKey:
-    record: HostRecord
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-    names: frozenset[str]
-    """Lower-cased ReportHost name and FQDN: what a hostname must equal to match."""
-    sort_key: tuple[int, int, str]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def parse_address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_address(text: str | None) -> Address | None:
     if not text:
         return None
     try:
@@ -117,11 +111,9 @@ def parse_address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Add
         return None
 
 
-def _host_key(record: HostRecord) -> HostKey:
-    address = parse_address(record.ip) or parse_address(record.name)
-    names = {record.name.lower()} | ({record.fqdn.lower()} if record.fqdn else set())
-    sort_key = (address.version, int(address), "") if address else (9, 0, record.name.lower())
-    return HostKey(record=record, address=address, names=frozenset(names), sort_key=sort_key)
+def host_names(host: HostRecord) -> set[str]:
+    """Lower-cased ReportHost name and FQDN: what a hostname must equal to match."""
+    return {host.name.lower()} | ({host.fqdn.lower()} if host.fqdn else set())
 
 
 @dataclass
@@ -135,7 +127,9 @@ class FindingsIndex:
     heads: list[FindingHead]
     offsets: array[int]
     lengths: array[int]
-    hosts: dict[str, HostKey]
+    hosts: dict[str, HostRecord]
+    addresses: dict[str, Address | None]
+    """Each host's address (``host-ip``, else its name if that is an IP), parsed once for filters and sorting."""
     texts: list[str]
     default_order: list[int]
     severity_counts: list[int]
@@ -143,6 +137,11 @@ class FindingsIndex:
 
     def __len__(self) -> int:
         return len(self.heads)
+
+    def host_sort_key(self, name: str) -> tuple[int, int, str]:
+        """Addresses numerically (IPv4 before IPv6), then hosts without one by name."""
+        address = self.addresses[name]
+        return (address.version, int(address), "") if address else (9, 0, name.lower())
 
     def finding(self, i: int) -> Finding:
         start = self.offsets[i]
@@ -181,13 +180,12 @@ def build_index(task_id: str, sha256: str, buf: Any, hosts: Sequence[HostRecord]
         heads.append(head)
         offsets.append(offset)
         lengths.append(length)
-    host_keys = {h.name: _host_key(h) for h in hosts}
+    by_name = {h.name: h for h in hosts}
     for head in heads:
-        if head.host not in host_keys:
-            stub = HostRecord(
+        if head.host not in by_name:
+            by_name[head.host] = HostRecord(
                 name=head.host, ip=head.ip, severity_counts=SeverityCounts(), item_count=0, auth="not_evaluable"
             )
-            host_keys[head.host] = _host_key(stub)
     index = FindingsIndex(
         task_id=task_id,
         sha256=sha256,
@@ -195,7 +193,8 @@ def build_index(task_id: str, sha256: str, buf: Any, hosts: Sequence[HostRecord]
         heads=heads,
         offsets=offsets,
         lengths=lengths,
-        hosts=host_keys,
+        hosts=by_name,
+        addresses={name: parse_address(h.ip) or parse_address(name) for name, h in by_name.items()},
         texts=texts,
         default_order=[],
         severity_counts=counts,
@@ -361,15 +360,15 @@ def _host_specs(value: Any) -> list[HostSpec]:
     return specs
 
 
-def _host_matches(key: HostKey, specs: Sequence[HostSpec]) -> bool:
+def _host_matches(host: HostRecord, address: Address | None, specs: Sequence[HostSpec]) -> bool:
     for spec in specs:
         if isinstance(spec, str):
-            if spec in key.names:
+            if spec in host_names(host):
                 return True
         elif isinstance(spec, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            if key.address is not None and key.address.version == spec.version and key.address in spec:
+            if address is not None and address.version == spec.version and address in spec:
                 return True
-        elif key.address == spec:
+        elif address == spec:
             return True
     return False
 
@@ -425,7 +424,7 @@ def _compile(key: str, value: Any) -> tuple[Any, Callable[[FindingsIndex], Predi
         specs = _host_specs(value)
 
         def hosts(ix: FindingsIndex) -> Predicate:
-            names = {name for name, hk in ix.hosts.items() if _host_matches(hk, specs)}
+            names = {name for name, h in ix.hosts.items() if _host_matches(h, ix.addresses[name], specs)}
             return lambda i: ix.heads[i].host in names
 
         return sorted(str(s) for s in specs), hosts
@@ -473,8 +472,8 @@ def parse_sort(raw: str | Sequence[str] | None) -> SortSpec:
 def _sort_value(index: FindingsIndex, key: str) -> Callable[[int], Any]:
     heads = index.heads
     if key == "host":
-        hosts = index.hosts
-        return lambda i: hosts[heads[i].host].sort_key
+        keys = {name: index.host_sort_key(name) for name in index.hosts}
+        return lambda i: keys[heads[i].host]
     attr = _SCORE_ATTR.get(key, key)
     return lambda i: getattr(heads[i], attr)
 

@@ -54,7 +54,7 @@ class QueueView:
         info = await self.rt.js.stream_info(
             contract.REQUESTS_STREAM, subjects_filter=contract.pool_request_filter(pool)
         )
-        return sorted(subject.rsplit(".", 1)[-1] for subject in (info.state.subjects or {}))
+        return sorted(filter(None, map(contract.task_of_subject, info.state.subjects or {})))
 
     async def avg_duration(self, pool: str) -> PoolStats | None:
         entry = await kv_get(self.rt.pool_stats, pool)

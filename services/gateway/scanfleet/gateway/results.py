@@ -14,12 +14,11 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-from weakref import WeakKeyDictionary
 
 from nats.js import JetStreamContext
 
 from scanfleet.common import contract, expiry
-from scanfleet.common.findings import CorruptFindings, Finding, decode_hosts
+from scanfleet.common.findings import CorruptFindings, Finding, HostRecord, decode_hosts
 from scanfleet.common.tasks import FindingsRef, TaskRecord
 from scanfleet.gateway import findings_query as q
 from scanfleet.gateway.core import Gateway, GatewayError
@@ -198,26 +197,26 @@ class Results:
         record, index = await self._open(task_id)
         if host is not None:
             return _host_detail(record, index, _find_host(index, host))
-        keys = sorted(index.hosts.values(), key=lambda k: k.sort_key)
+        hosts = sorted(index.hosts.values(), key=lambda h: index.host_sort_key(h.name))
         digest = q.query_hash(index, q.Filters(canonical={"hosts": True}), [])
         try:
             offset = q.decode_cursor(cursor, digest) if cursor else 0
         except q.QueryError as exc:
             raise _refusal(exc) from None
         size = max(1, min(q.MAX_PAGE_SIZE, page_size or 50))
-        chunk = keys[offset : offset + size]
+        chunk = hosts[offset : offset + size]
         end = offset + len(chunk)
         return {
             "task_id": record.task_id,
             "status": str(record.state),
             "authentication_status": record.results.auth_status if record.results else None,
-            "hosts_total": len(keys),
-            "hosts": [_host_line(k) for k in chunk],
+            "hosts_total": len(hosts),
+            "hosts": [_host_line(h) for h in chunk],
             "page": {
                 "offset": offset,
                 "returned": len(chunk),
-                "has_more": end < len(keys),
-                "next_cursor": q.encode_cursor(digest, end) if end < len(keys) else None,
+                "has_more": end < len(hosts),
+                "next_cursor": q.encode_cursor(digest, end) if end < len(hosts) else None,
             },
         }
 
@@ -225,8 +224,7 @@ class Results:
         self, task_id: str, host: str, plugin_id: int, port: int | None = None, max_chars: int | None = None
     ) -> dict[str, Any]:
         _, index = await self._open(task_id)
-        key = _find_host(index, host)
-        name = key.record.name
+        name = _find_host(index, host).name
         rows = [
             i
             for i in range(len(index))
@@ -292,18 +290,17 @@ def _summary(
     return out
 
 
-def _find_host(index: q.FindingsIndex, host: str) -> q.HostKey:
+def _find_host(index: q.FindingsIndex, host: str) -> HostRecord:
     wanted = host.strip().lower()
     address = q.parse_address(wanted)
-    for key in index.hosts.values():
-        if wanted in key.names or (address is not None and key.address == address):
-            return key
+    for name, record in index.hosts.items():
+        if wanted in q.host_names(record) or (address is not None and index.addresses[name] == address):
+            return record
     names = sorted(index.hosts)[:20]
     raise GatewayError(404, "host_not_found", f"no host {host!r} in this scan", hosts=names)
 
 
-def _host_line(key: q.HostKey) -> dict[str, Any]:
-    h = key.record
+def _host_line(h: HostRecord) -> dict[str, Any]:
     line = {
         "host": h.name,
         "ip": h.ip,
@@ -323,12 +320,11 @@ def _host_line(key: q.HostKey) -> dict[str, Any]:
     return {k: v for k, v in line.items() if v is not None}
 
 
-def _host_detail(record: TaskRecord, index: q.FindingsIndex, key: q.HostKey) -> dict[str, Any]:
-    h = key.record
+def _host_detail(record: TaskRecord, index: q.FindingsIndex, h: HostRecord) -> dict[str, Any]:
     rows = [i for i in index.default_order if index.heads[i].host == h.name]
     top = [q.project(index.finding(i), q.PROFILES["minimal"]) for i in rows[:10] if index.heads[i].severity > 0]
     detail = {
-        **_host_line(key),
+        **_host_line(h),
         "task_id": record.task_id,
         "start": h.start,
         "end": h.end,
@@ -349,14 +345,3 @@ def _whole(finding: Finding, limit: int) -> dict[str, Any]:
             out[name] = value[:limit]
             out[f"{name}_truncated_chars"] = len(value) - limit
     return out
-
-
-_services: WeakKeyDictionary[Gateway, Results] = WeakKeyDictionary()
-
-
-def results_service(gateway: Gateway) -> Results:
-    """One ``Results`` (and so one cache) per gateway, shared by the MCP tools and REST routes."""
-    service = _services.get(gateway)
-    if service is None:
-        service = _services[gateway] = Results(gateway)
-    return service

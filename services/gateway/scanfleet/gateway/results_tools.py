@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from mcp.server.mcpserver import MCPServer
 from mcp.types import TextContent
 
-from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.core import GatewayError
 from scanfleet.gateway.errors import call
 from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
-from scanfleet.gateway.results import results_service
+from scanfleet.gateway.results import Results
 
 
 async def compact(coro: Awaitable[dict[str, Any]]) -> TextContent:
@@ -22,9 +23,7 @@ async def compact(coro: Awaitable[dict[str, Any]]) -> TextContent:
     return TextContent(type="text", text=msgspec.json.encode(await call(coro)).decode())
 
 
-def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
-    results = results_service(gateway)
-
+def register_results_tools(mcp: MCPServer, results: Results) -> None:
     @mcp.tool()
     async def get_scan_results(
         task_id: str,
@@ -79,70 +78,58 @@ def register_results_tools(mcp: MCPServer, gateway: Gateway) -> None:
         return await compact(results.finding(task_id, host, plugin_id, port))
 
 
-_FILTER_PARAMS = tuple(k for k in FILTER_KEYS)
+@dataclass
+class FilterParams:
+    """The filters as query parameters, named as in the tool; FastAPI reads them from ``__init__``."""
+
+    severity: str | None = None
+    cvss: str | None = None
+    cvss3: str | None = None
+    vpr: str | None = None
+    epss: str | None = None
+    cve: str | None = None
+    exploit_available: str | None = None
+    host: str | None = None
+    port: str | None = None
+    protocol: str | None = None
+    plugin_id: str | None = None
+    plugin_family: str | None = None
+    text: str | None = None
+    filters: str | None = Query(None, description="all filters as one JSON object instead")
+
+    def chosen(self) -> dict[str, Any]:
+        chosen: dict[str, Any] = {k: getattr(self, k) for k in FILTER_KEYS if getattr(self, k) is not None}
+        if self.filters:
+            try:
+                decoded = msgspec.json.decode(self.filters)
+            except msgspec.DecodeError as exc:
+                raise GatewayError(422, "invalid_filter", f"filters is not JSON: {exc}") from None
+            if not isinstance(decoded, dict):
+                raise GatewayError(422, "invalid_filter", "filters must be a JSON object")
+            chosen.update(decoded)
+        return chosen
 
 
-def results_router(gateway: Gateway) -> APIRouter:
+assert tuple(f.name for f in fields(FilterParams))[:-1] == FILTER_KEYS
+
+
+def results_router(results: Results) -> APIRouter:
     """``/v1/scans/{task_id}/results|hosts|findings``; filters are query parameters named as in the tool."""
     router = APIRouter(prefix="/v1/scans")
-    results = results_service(gateway)
 
     @router.get("/{task_id}/results")
     async def scan_results(
         task_id: str,
-        severity: str | None = None,
-        cvss: str | None = None,
-        cvss3: str | None = None,
-        vpr: str | None = None,
-        epss: str | None = None,
-        cve: str | None = None,
-        exploit_available: str | None = None,
-        host: str | None = None,
-        port: str | None = None,
-        protocol: str | None = None,
-        plugin_id: str | None = None,
-        plugin_family: str | None = None,
-        text: str | None = None,
-        filters: str | None = Query(None, description="all filters as one JSON object instead"),
+        filters: Annotated[FilterParams, Depends()],
         sort: str | None = None,
         profile: str = "summary",
         fields: str | None = Query(None, description="comma-separated custom fields"),
         page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        given = dict(
-            zip(
-                _FILTER_PARAMS,
-                (
-                    severity,
-                    cvss,
-                    cvss3,
-                    vpr,
-                    epss,
-                    cve,
-                    exploit_available,
-                    host,
-                    port,
-                    protocol,
-                    plugin_id,
-                    plugin_family,
-                    text,
-                ),
-                strict=True,
-            )
-        )
-        chosen: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        if filters:
-            try:
-                decoded = msgspec.json.decode(filters)
-            except msgspec.DecodeError as exc:
-                raise GatewayError(422, "invalid_filter", f"filters is not JSON: {exc}") from None
-            if not isinstance(decoded, dict):
-                raise GatewayError(422, "invalid_filter", "filters must be a JSON object")
-            chosen.update(decoded)
         return await results.scan_results(
             task_id,
-            filters=chosen,
+            filters=filters.chosen(),
             sort=sort,
             profile=profile,
             custom_fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,

@@ -10,6 +10,7 @@ from scanfleet.gateway.control_tools import register_control_tools
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import call
 from scanfleet.gateway.queue_tools import register_queue_tools
+from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import register_results_tools
 
 INSTRUCTIONS = (
@@ -19,10 +20,10 @@ INSTRUCTIONS = (
 )
 
 
-def build_mcp(gateway: Gateway) -> MCPServer:
+def build_mcp(gateway: Gateway, results: Results) -> MCPServer:
     mcp = MCPServer("scanfleet", instructions=INSTRUCTIONS)
     register_scan_tools(mcp, gateway)
-    register_results_tools(mcp, gateway)
+    register_results_tools(mcp, results)
     register_control_tools(mcp, gateway)
     register_queue_tools(mcp, gateway)
     return mcp

@@ -25,7 +25,8 @@ from scanfleet.common import contract
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import DeadLetter, decode, utcnow
 from scanfleet.common.runtime import Runtime
-from scanfleet.janitor.ending import end_task
+from scanfleet.common.task_ops import end_task
+from scanfleet.common.tasks import TaskState
 
 log = logging.getLogger("scanfleet.janitor")
 
@@ -95,10 +96,8 @@ def identify(original: RawStreamMsg | None) -> tuple[str | None, str | None]:
         body = json.loads(original.data or b"")
     body = body if isinstance(body, dict) else {}
     task_id = (original.headers or {}).get(contract.HDR_TASK_ID) or body.get("task_id")
-    if task_id is None and original.subject and original.subject.startswith(("scan.request.", "scan.assign.")):
-        task_id = original.subject.rsplit(".", 1)[-1]
-    if task_id is None and original.subject and original.subject.startswith("scan.event."):
-        task_id = original.subject.split(".")[2]
+    if task_id is None and original.subject:
+        task_id = contract.task_of_subject(original.subject)
     trace_id = body.get("trace_id")
     return (str(task_id) if task_id else None), (str(trace_id) if trace_id else None)
 
@@ -146,7 +145,9 @@ class AdvisoryHandler:
             await self.rt.dead_letter(letter)
             if advisory.kind == "max_deliveries":
                 if letter.task_id is not None:
-                    await end_task(self.rt, letter.task_id, reason="max_deliveries", error=letter.error)
+                    await end_task(
+                        self.rt, letter.task_id, TaskState.FAILED, reason="max_deliveries", error=letter.error
+                    )
                 if original is not None and advisory.stream in WORK_QUEUES:
                     await self.rt.js.delete_msg(advisory.stream, advisory.stream_seq)
                 log.warning("moved %s seq %d to the DLQ after max deliveries", advisory.stream, advisory.stream_seq)

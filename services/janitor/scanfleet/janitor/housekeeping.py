@@ -23,35 +23,25 @@ from scanfleet.janitor.metrics import TTL_DELETIONS, count_ended
 log = logging.getLogger("scanfleet.janitor")
 
 
-def task_of_event(subject: str) -> str:
-    """``scan.event.<task_id>.<kind>`` → task id."""
-    return subject.split(".")[2]
-
-
-def task_of_lease(subject: str) -> str:
-    """``$KV.scan_expiry.<task_id>`` → task id (task ids hold no dots)."""
-    return subject.rsplit(".", 1)[-1]
-
-
 class Housekeeper:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
     async def on_terminal_event(self, msg: Msg) -> None:
-        task_id = task_of_event(msg.subject)
-        record = await self.rt.tasks.get(task_id)
+        task_id = contract.task_of_event(msg.subject)
+        record = await self.rt.tasks.get(task_id) if task_id else None
         if record is not None and record.state.terminal:
-            with task_context(task_id, record.trace_id):
+            with task_context(record.task_id, record.trace_id):
                 if await expiry.arm(self.rt.js, record, self.rt.settings):
                     log.info("expiry armed for the %s task", record.state)
-            count_ended(record, msg.subject.rsplit(".", 1)[-1])
+            count_ended(record, contract.kind_of_event(msg.subject) or "")
         await msg.ack()
 
     async def on_lease_message(self, msg: Msg) -> None:
         if expiry.is_expiry_marker(msg.headers) and msg.metadata is not None:
-            task_id = task_of_lease(msg.subject)
-            current = await expiry.key_state(self.rt.js, task_id)
-            if current is not None and current.seq == msg.metadata.sequence.stream:
+            task_id = contract.key_of_kv_subject(contract.EXPIRY_BUCKET, msg.subject)
+            current = await expiry.key_state(self.rt.js, task_id) if task_id else None
+            if task_id and current is not None and current.seq == msg.metadata.sequence.stream:
                 await self.expire(task_id)
         await msg.ack()
 
@@ -95,7 +85,7 @@ class Housekeeper:
             expiry.HDR_EXPECTED_LAST_SUBJECT_SEQ: str(revision),
         }
         try:
-            await self.rt.js.publish(f"$KV.{contract.TASKS_BUCKET}.{task_id}", b"", headers=headers)
+            await self.rt.js.publish(contract.kv_subject(contract.TASKS_BUCKET, task_id), b"", headers=headers)
         except APIError as exc:
             if exc.err_code == 10071:
                 return False

@@ -111,7 +111,9 @@ class DlqCensus:
     async def _read_new(self) -> None:
         while True:
             try:
-                msg = await self.js.get_msg(contract.DLQ_STREAM, seq=self.next_seq, subject="scan.dlq.>", next=True)
+                msg = await self.js.get_msg(
+                    contract.DLQ_STREAM, seq=self.next_seq, subject=contract.DLQ_FILTER, next=True
+                )
             except NotFoundError:
                 return
             seq = int(msg.seq or 0)

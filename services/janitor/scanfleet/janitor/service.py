@@ -19,8 +19,9 @@ from nats.aio.msg import Msg
 
 from scanfleet.common import contract, ops_http
 from scanfleet.common.aio import honour_cancel
+from scanfleet.common.bus import pull
 from scanfleet.common.config import Settings
-from scanfleet.common.runtime import Runtime, pull, run, service_runtime, wait_stopping
+from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
 from scanfleet.common.telemetry import consumer_span
 from scanfleet.janitor import metrics
 from scanfleet.janitor.deadletters import AdvisoryHandler, on_dead_letter
@@ -31,7 +32,7 @@ log = logging.getLogger("scanfleet.janitor")
 
 
 async def consume(rt: Runtime, stream: str, durable: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
-    async for msgs in pull(rt, stream, durable, batch=20, wait=1.0):
+    async for msgs in pull(rt.js, stream, durable, batch=20, wait=1.0):
         for msg in msgs:
             try:
                 with consumer_span(msg, f"janitor {durable}"):

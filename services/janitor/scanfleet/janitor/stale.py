@@ -29,9 +29,9 @@ from scanfleet.common.config import Settings
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import DeadLetter, encode, utcnow
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import TRANSITIONS, TaskRecord, TaskState, request_of
 from scanfleet.janitor import metrics
-from scanfleet.janitor.ending import end_task
 
 log = logging.getLogger("scanfleet.janitor")
 
@@ -132,9 +132,10 @@ class Sweeper:
             ended = await end_task(
                 self.rt,
                 record.task_id,
+                stale.target,
                 reason=stale.reason,
                 error=stale.message,
-                target=stale.target,
+                fallback=TaskState.FAILED,
                 still=lambda fresh: stale_reason(fresh, utcnow(), self.limits) is not None,
             )
             if ended is None:
@@ -158,7 +159,7 @@ class Sweeper:
         released: dict[str, list[str]] = {}
         alive = set((await kv_items(self.rt.agents)).keys())
         for key, slots in (await capacity.read_all(self.rt.capacity)).items():
-            instance = key.split(".", 1)[1]
+            instance = contract.instance_of_key(key)
             for task_id in list(slots.tasks):
                 record = await self.rt.tasks.get(task_id)
                 why = slot_release_reason(instance, record, key in alive)

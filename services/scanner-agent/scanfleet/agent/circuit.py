@@ -21,9 +21,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 CircuitState = Literal["closed", "open", "half_open"]
+
+
+class Breaker(Protocol):
+    """What the agent asks of a circuit, so code that calls the scanner never checks for a missing one."""
+
+    @property
+    def state(self) -> CircuitState: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def trial_running(self) -> bool: ...
+    @property
+    def opened_at_utc(self) -> datetime | None: ...
+    def retry_in(self) -> float | None: ...
+    def begin_trial(self) -> bool: ...
+    def success(self, *, trial: bool = False) -> None: ...
+    def failure(self, *, trial: bool = False) -> None: ...
+    def restore(self, failures: int, opened_at: datetime | None) -> None: ...
 
 
 @dataclass
@@ -91,3 +109,27 @@ class CircuitBreaker:
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.state)
+
+
+class NullBreaker:
+    """A circuit that stays closed whatever happens: for calls whose outcome must not move a real one."""
+
+    state: CircuitState = "closed"
+    failures = 0
+    trial_running = False
+    opened_at_utc = None
+
+    def retry_in(self) -> float | None:
+        return None
+
+    def begin_trial(self) -> bool:
+        return False
+
+    def success(self, *, trial: bool = False) -> None:
+        pass
+
+    def failure(self, *, trial: bool = False) -> None:
+        pass
+
+    def restore(self, failures: int, opened_at: datetime | None) -> None:
+        pass

@@ -30,7 +30,7 @@ from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientErr
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import kv_get
+from scanfleet.common.bus import dead_letter_for, keep_in_progress, kv_get, pull
 from scanfleet.common.config import ScannerConfig, Settings
 from scanfleet.common.contract import instance_key
 from scanfleet.common.credentials import CredentialStore
@@ -38,13 +38,9 @@ from scanfleet.common.crypto import Keyring
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Assignment, DeadLetter, Heartbeat, decode, encode, utcnow
 from scanfleet.common.metrics import scanner_label
-from scanfleet.common.runtime import (
-    Runtime,
-    dead_letter_for,
-    keep_in_progress,
-    pull,
-)
-from scanfleet.common.tasks import IllegalTransition, TaskRecord, TaskState
+from scanfleet.common.runtime import Runtime
+from scanfleet.common.task_ops import end_task
+from scanfleet.common.tasks import TaskState
 from scanfleet.common.telemetry import consumer_span
 
 log = logging.getLogger("scanfleet.agent")
@@ -242,7 +238,7 @@ class InstanceAgent:
 
     async def _consume_loop(self) -> None:
         durable = contract.agent_consumer_name(self.pool, self.scanner.id)
-        async for msgs in pull(self.rt, contract.ASSIGNMENTS_STREAM, durable, batch=10):
+        async for msgs in pull(self.rt.js, contract.ASSIGNMENTS_STREAM, durable, batch=10):
             for msg in msgs:
                 await self.handle(msg)
 
@@ -308,14 +304,7 @@ class InstanceAgent:
         error = str(failure)
         log.error("scan failed: %s", error)
 
-        def failed(record: TaskRecord) -> None:
-            record.error = error
-            record.error_reason = failure.reason
-
-        with contextlib.suppress(IllegalTransition):
-            record = await self.rt.tasks.transition(assignment.task_id, TaskState.FAILED, failed)
-            await self.rt.publish_event(record, "failed", detail=error)
-        await capacity.release(self.rt.capacity, self.key, assignment.task_id)
+        await end_task(self.rt, assignment.task_id, TaskState.FAILED, error=error, reason=failure.reason, slot=self.key)
         if not work.msgs:
             await self.rt.dead_letter(
                 DeadLetter(

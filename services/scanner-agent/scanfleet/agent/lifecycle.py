@@ -12,13 +12,14 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from scanfleet.agent.circuit import CircuitBreaker
+from scanfleet.agent.circuit import Breaker, NullBreaker
 from scanfleet.agent.nessus import (
+    ExportHandle,
     NessusApiUnavailable,
     NessusAuthError,
     NessusClient,
@@ -27,17 +28,20 @@ from scanfleet.agent.nessus import (
     NessusNotFound,
     NessusRejected,
     NessusTransientError,
+    ScanDetails,
+    SSHCredential,
 )
 from scanfleet.agent.secrets import CredentialResolver, to_nessus
 from scanfleet.common import contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import put_object_stream
+from scanfleet.common.bus import StoredObject, publish, put_object_stream
 from scanfleet.common.config import Settings
+from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError
 from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
-from scanfleet.common.telemetry import publish
 
 log = logging.getLogger("scanfleet.agent")
 
@@ -90,56 +94,72 @@ class RetryPolicy:
         return cls(settings.retry_base, settings.retry_cap, max(1, settings.retry_attempts))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential (base, 2·base, 4·base…) capped, with jitter in [50 %, 100 %]; never below Retry-After."""
-        backoff = min(self.cap, self.base * 2.0**attempt) * (0.5 + random.random() / 2)
+        """Exponential (base, 2·base, 4·base…) capped, with jitter in [50 %, 100 %]; never below Retry-After.
+
+        The exponent is bounded: a poll that waits out a long outage counts past 1023 attempts,
+        where 2.0**attempt overflows.
+        """
+        backoff = min(self.cap, self.base * 2.0 ** min(attempt, 64)) * (0.5 + random.random() / 2)
         return max(backoff, min(retry_after or 0.0, self.cap))
 
 
-def permanent(exc: NessusError, what: str) -> PermanentFailure:
-    """The task-level reason for an error that retrying does not fix."""
-    if isinstance(exc, NessusApiUnavailable):
-        return PermanentFailure("scan_api_unavailable", f"{what}: {exc}")
-    if isinstance(exc, NessusAuthError):
-        return PermanentFailure("scanner_auth", f"{what}: {exc}")
-    if isinstance(exc, NessusRejected):
-        return PermanentFailure("rejected_by_scanner", f"{what}: {exc}")
-    if isinstance(exc, NessusNotFound):
-        return PermanentFailure("scan_vanished", f"{what}: {exc}")
-    return PermanentFailure("scanner_error", f"{what}: {exc}")
+# The task-level reason for a scanner error, first match wins; a transient error only ends
+# a task once its retries are spent.
+REASONS: Mapping[type[NessusError], str] = {
+    NessusTransientError: "scanner_unreachable",
+    NessusApiUnavailable: "scan_api_unavailable",
+    NessusAuthError: "scanner_auth",
+    NessusRejected: "rejected_by_scanner",
+    NessusNotFound: "scan_vanished",
+    NessusError: "scanner_error",
+}
+
+
+def reason_for(exc: NessusError, overrides: Mapping[type[NessusError], str]) -> str:
+    return next(reason for kind, reason in (*overrides.items(), *REASONS.items()) if isinstance(exc, kind))
 
 
 async def with_retries(
     call: Callable[[], Awaitable[T]],
     *,
     what: str,
+    breaker: Breaker,
     policy: RetryPolicy | None = None,
-    breaker: CircuitBreaker | None = None,
     passthrough: tuple[type[NessusError], ...] = (),
+    reasons: Mapping[type[NessusError], str] | None = None,
+    on_transient: Callable[[], None] | None = None,
+    forever: bool = False,
 ) -> T:
-    """Retry transient scanner errors with backoff; ``passthrough`` errors reach the caller as is."""
+    """Retry transient scanner errors with backoff and jitter; any other scanner error ends the task.
+
+    Every attempt counts on ``breaker``. ``passthrough`` errors reach the caller as is;
+    ``reasons`` takes precedence over ``REASONS``. ``on_transient`` runs after each transient
+    error, before the wait, and may raise to stop; with ``forever`` only it can (a deadline).
+    """
     policy = policy or RetryPolicy()
-    for attempt in range(policy.attempts):
+    overrides = reasons or {}
+    attempt = 0
+    while True:
         try:
             result = await call()
         except passthrough:
             raise
         except NessusTransientError as exc:
-            if breaker is not None:
-                breaker.failure()
-            if attempt == policy.attempts - 1:
-                raise PermanentFailure(
-                    "scanner_unreachable", f"{what}: {exc} (after {policy.attempts} attempts)"
-                ) from exc
+            breaker.failure()
+            if on_transient is not None:
+                on_transient()
+            if not forever and attempt >= policy.attempts - 1:
+                message = f"{what}: {exc} (after {policy.attempts} attempts)"
+                raise PermanentFailure(reason_for(exc, overrides), message) from exc
             delay = policy.delay(attempt, exc.retry_after)
+            attempt += 1
             log.warning("%s: transient error %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
         except NessusError as exc:
-            raise permanent(exc, what) from exc
+            raise PermanentFailure(reason_for(exc, overrides), f"{what}: {exc}") from exc
         else:
-            if breaker is not None:
-                breaker.success()
+            breaker.success()
             return result
-    raise AssertionError("unreachable")
 
 
 def _seconds(since: datetime | None, now: datetime) -> float:
@@ -161,7 +181,7 @@ class Lifecycle:
         *,
         agent_id: str,
         credentials: CredentialResolver,
-        breaker: CircuitBreaker | None = None,
+        breaker: Breaker,
     ) -> None:
         self.rt = rt
         self.settings = rt.settings
@@ -174,8 +194,25 @@ class Lifecycle:
         self.policy = RetryPolicy.from_settings(rt.settings)
         self.poll_interval = rt.settings.poll_interval
 
-    async def _retry(self, call: Callable[[], Awaitable[T]], what: str, *passthrough: type[NessusError]) -> T:
-        return await with_retries(call, what=what, policy=self.policy, breaker=self.breaker, passthrough=passthrough)
+    async def _retry(
+        self,
+        call: Callable[[], Awaitable[T]],
+        what: str,
+        *passthrough: type[NessusError],
+        reasons: Mapping[type[NessusError], str] | None = None,
+        on_transient: Callable[[], None] | None = None,
+        forever: bool = False,
+    ) -> T:
+        return await with_retries(
+            call,
+            what=what,
+            breaker=self.breaker,
+            policy=self.policy,
+            passthrough=passthrough,
+            reasons=reasons,
+            on_transient=on_transient,
+            forever=forever,
+        )
 
     async def run(self) -> None:
         """Drive the task to ``validating`` (export published) or to cancelled/timeout."""
@@ -189,7 +226,7 @@ class Lifecycle:
             if record.state is TaskState.RUNNING:
                 await self._watch(record)
                 record = await self.rt.tasks.transition(self.task_id, TaskState.EXPORTING)
-                await self.rt.publish_event(record, "exporting")
+                await self.rt.publish_event(record, EventKind.EXPORTING)
             if record.state is TaskState.EXPORTING:
                 await self._export(record)
         except Stopped as stop:
@@ -223,17 +260,31 @@ class Lifecycle:
 
     async def _create(self, record: TaskRecord) -> tuple[TaskRecord, bool]:
         """Create the Nessus scan, or adopt the one an earlier run made; True if created now."""
-        request = self.assignment.request
         name = nessus_scan_name(self.task_id, record.retries)
+        ssh = self._ssh_credential()
+        template = await self._template(self.assignment.request.scan_type)
+        claimed_before = await self._claim()
+        scan_id, created = await self._create_or_adopt(name, template, ssh, may_exist=claimed_before)
+
+        def remember(r: TaskRecord) -> None:
+            r.nessus_scan_id = scan_id
+            r.nessus_scan_name = name
+
+        return await self.rt.tasks.update(self.task_id, remember), created
+
+    def _ssh_credential(self) -> SSHCredential | None:
         try:
-            target_credential = self.credentials.resolve(request)
+            target_credential = self.credentials.resolve(self.assignment.request)
         except CredentialError as exc:
             raise PermanentFailure("credentials_unavailable", str(exc)) from None
-        ssh = to_nessus(target_credential) if target_credential is not None else None
-        template = await self._template(request.scan_type)
+        return to_nessus(target_credential) if target_credential is not None else None
 
-        # The claim is written before any scan is created: a task nobody claimed before has
-        # no scan to adopt, so only a task claimed before pays for listing the scanner's scans.
+    async def _claim(self) -> bool:
+        """Write the claim before any scan is created; True if an agent had claimed the task before.
+
+        A task nobody claimed before has no scan to adopt, so only a task claimed before pays
+        for listing the scanner's scans.
+        """
         previous: list[str | None] = []
 
         def claim(r: TaskRecord) -> None:
@@ -243,15 +294,21 @@ class Lifecycle:
             r.claimed_by = self.agent_id
 
         await self.rt.tasks.update(self.task_id, claim)
-        may_exist = previous[-1] is not None
-        for attempt in range(self.policy.attempts):
-            existing = []
+        return previous[-1] is not None
+
+    async def _create_or_adopt(
+        self, name: str, template: str, ssh: SSHCredential | None, *, may_exist: bool
+    ) -> tuple[int, bool]:
+        """The id of the scan named ``name``, created unless it may exist and is found; True if created."""
+        request = self.assignment.request
+
+        async def attempt() -> tuple[int, bool]:
             if may_exist:
                 existing = await self._retry(lambda: self.client.find_scans_by_name(name), "list scans")
-            if existing:
-                scan_id, created = min(s.id for s in existing), False
-                log.info("adopting Nessus scan %s found by name", scan_id)
-                break
+                if existing:
+                    scan_id = min(s.id for s in existing)
+                    log.info("adopting Nessus scan %s found by name", scan_id)
+                    return scan_id, False
             try:
                 scan_id = await self.client.create_scan(
                     name=name,
@@ -260,35 +317,18 @@ class Lifecycle:
                     description=request.description or request.name,
                     credentials=ssh,
                 )
-            except NessusTransientError as exc:
-                # The scan may exist although the reply was lost: look it up by name before retrying.
-                may_exist = True
-                if self.breaker is not None:
-                    self.breaker.failure()
-                if attempt == self.policy.attempts - 1:
-                    raise PermanentFailure("scanner_unreachable", f"create scan: {exc}") from exc
-                delay = self.policy.delay(attempt, exc.retry_after)
-                log.warning("create scan: transient error %s; checking by name in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            except NessusRejected as exc:
-                raise PermanentFailure("targets_rejected", f"Nessus refused the scan: {exc}") from exc
-            except NessusError as exc:
-                raise permanent(exc, "create scan") from exc
             except ValueError as exc:
                 raise PermanentFailure("invalid_targets", str(exc)) from exc
-            if self.breaker is not None:
-                self.breaker.success()
-            created = True
-            break
-        else:
-            raise AssertionError("unreachable")
+            return scan_id, True
 
-        def remember(r: TaskRecord) -> None:
-            r.nessus_scan_id = scan_id
-            r.nessus_scan_name = name
+        def reply_lost() -> None:
+            # The scan may exist although the reply was lost: look it up by name before retrying.
+            nonlocal may_exist
+            may_exist = True
 
-        return await self.rt.tasks.update(self.task_id, remember), created
+        return await self._retry(
+            attempt, "create scan", reasons={NessusRejected: "targets_rejected"}, on_transient=reply_lost
+        )
 
     # Launch -----------------------------------------------------------------------------
 
@@ -311,7 +351,7 @@ class Lifecycle:
         else:
             log.info("Nessus scan %s already launched (%s); adopting it", scan_id, status)
         record = await self.rt.tasks.transition(self.task_id, TaskState.RUNNING)
-        await self.rt.publish_event(record, "running", detail=f"nessus scan {scan_id}")
+        await self.rt.publish_event(record, EventKind.RUNNING, detail=f"nessus scan {scan_id}")
         return record
 
     # Watch ------------------------------------------------------------------------------
@@ -321,31 +361,20 @@ class Lifecycle:
         scan_id = self._scan_id(record)
         written_at = 0.0
         written: tuple[int, dict[str, int]] = (record.progress, dict(record.host_progress))
-        outage = 0
         loop = asyncio.get_running_loop()
-        while True:
+
+        async def poll() -> ScanDetails:
+            nonlocal record
             honour_cancel()
-            record = await self._fresh()
-            record = await self._apply_pause(record, scan_id)
-            try:
-                details = await self.client.scan_details(scan_id)
-            except NessusTransientError as exc:
-                # A long scan survives a scanner outage: keep polling until a deadline ends it.
-                if self.breaker is not None:
-                    self.breaker.failure()
-                self._check_deadlines(record, None)
-                delay = self.policy.delay(outage, exc.retry_after)
-                outage += 1
-                log.warning("poll scan %s: %s; next try in %.1fs", scan_id, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            except NessusNotFound as exc:
-                raise PermanentFailure("scan_vanished", f"Nessus scan {scan_id} disappeared") from exc
-            except NessusError as exc:
-                raise permanent(exc, "poll scan") from exc
-            outage = 0
-            if self.breaker is not None:
-                self.breaker.success()
+            record = await self._apply_pause(await self._fresh(), scan_id)
+            return await self.client.scan_details(scan_id)
+
+        def outage() -> None:
+            # A long scan survives a scanner outage: keep polling until a deadline ends it.
+            self._check_deadlines(record, None)
+
+        while True:
+            details = await self._retry(poll, f"poll scan {scan_id}", on_transient=outage, forever=True)
             if details.status == "completed":
                 return
             if details.status in NESSUS_ENDED:
@@ -399,53 +428,57 @@ class Lifecycle:
                 r.paused, r.paused_at = False, None
 
         record = await self.rt.tasks.update(self.task_id, apply)
-        await self.rt.publish_event(record, "paused" if pausing else "resumed", detail=f"nessus scan {scan_id}")
+        await self.rt.publish_event(
+            record, EventKind.PAUSED if pausing else EventKind.RESUMED, detail=f"nessus scan {scan_id}"
+        )
         return record
 
     # Export -----------------------------------------------------------------------------
 
-    async def _export(self, record: TaskRecord) -> None:
-        scan_id = self._scan_id(record)
-        started = record.exporting_at or utcnow()
+    async def _store_export(self, scan_id: int, started: datetime) -> StoredObject:
+        """Copy the scan's export into the object store; an interrupted download asks for a new export."""
 
-        def check_deadline() -> None:
+        async def attempt() -> StoredObject:
+            handle = await self._retry(lambda: self.client.export_request(scan_id), "request export")
+            await self._export_ready(scan_id, handle, started)
+            return await put_object_stream(
+                self.rt.js,
+                contract.EXPORTS_OBJECTS,
+                contract.export_object_name(self.task_id),
+                self.client.export_stream(handle),
+            )
+
+        return await with_retries(
+            attempt,
+            what="download of the export",
+            # Requesting and polling the export count on the circuit in their own retries;
+            # an interrupted download stream does not.
+            breaker=NullBreaker(),
+            policy=self.policy,
+            reasons={NessusError: "export_download"},
+        )
+
+    async def _export_ready(self, scan_id: int, handle: ExportHandle, started: datetime) -> None:
+        status_of = functools.partial(self.client.export_status, handle)
+        while True:
+            honour_cancel()
+            await self._fresh()
             if _seconds(started, utcnow()) > self.settings.export_timeout:
                 raise Stopped(
                     TaskState.TIMEOUT,
                     "export_timeout",
                     f"the export was not ready after {self.settings.export_timeout:g}s",
                 )
+            status = await self._retry(status_of, "export status")
+            if status == "ready":
+                return
+            if status == "error":
+                raise PermanentFailure("export_error", f"Nessus failed to build the export of scan {scan_id}")
+            await asyncio.sleep(min(self.poll_interval, 2.0))
 
-        stored = None
-        for attempt in range(self.policy.attempts):
-            handle = await self._retry(lambda: self.client.export_request(scan_id), "request export")
-            status_of = functools.partial(self.client.export_status, handle)
-            while True:
-                honour_cancel()
-                await self._fresh()
-                check_deadline()
-                status = await self._retry(status_of, "export status")
-                if status == "ready":
-                    break
-                if status == "error":
-                    raise PermanentFailure("export_error", f"Nessus failed to build the export of scan {scan_id}")
-                await asyncio.sleep(min(self.poll_interval, 2.0))
-            try:
-                stored = await put_object_stream(
-                    self.rt.js,
-                    contract.EXPORTS_OBJECTS,
-                    contract.export_object_name(self.task_id),
-                    self.client.export_stream(handle),
-                )
-                break
-            except NessusTransientError as exc:
-                if attempt == self.policy.attempts - 1:
-                    raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
-                log.warning("export download interrupted (%s); requesting it again", exc)
-                await asyncio.sleep(self.policy.delay(attempt))
-            except NessusError as exc:
-                raise PermanentFailure("export_download", f"download of the export failed: {exc}") from exc
-        assert stored is not None
+    async def _export(self, record: TaskRecord) -> None:
+        scan_id = self._scan_id(record)
+        stored = await self._store_export(scan_id, record.exporting_at or utcnow())
         await self._fresh()  # a cancel that came during the download wins over validation
 
         def exported(r: TaskRecord) -> None:
@@ -467,8 +500,8 @@ class Lifecycle:
             nessus_scan_id=scan_id,
             exported_at=utcnow(),
         )
-        headers = {contract.HDR_MSG_ID: f"export:{self.task_id}:{stored.sha256[:16]}"}
-        await publish(self.rt.js, contract.event_subject(self.task_id, "exported"), encode(event), headers)
+        headers = {contract.HDR_MSG_ID: contract.export_msg_id(self.task_id, stored.sha256)}
+        await publish(self.rt.js, contract.event_subject(self.task_id, EventKind.EXPORTED), encode(event), headers)
         log.info("export stored: %d bytes, sha256 %s", stored.size, stored.sha256)
 
     # End --------------------------------------------------------------------------------
@@ -486,17 +519,8 @@ class Lifecycle:
             except PermanentFailure as exc:
                 log.warning("could not stop Nessus scan %s: %s", scan_id, exc)
 
-        def ended(r: TaskRecord) -> None:
-            r.error = str(stop)
-            r.error_reason = stop.reason
-
-        try:
-            record = await self.rt.tasks.transition(self.task_id, stop.target, ended)
-        except IllegalTransition as exc:
-            log.info("task already %s; not marking it %s", exc.current, stop.target)
-            return
-        await self.rt.publish_event(record, str(stop.target), detail=str(stop))
-        log.info("task ended %s: %s", stop.target, stop)
+        slot = contract.instance_key(self.assignment.pool, self.assignment.instance)
+        await end_task(self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=slot)
 
     @staticmethod
     def _scan_id(record: TaskRecord) -> int:

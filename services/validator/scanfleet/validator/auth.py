@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 import msgspec
 
+from scanfleet.common.findings import HostRecord
 from scanfleet.common.messages import AuthVerdict, ScanAuth, ScanType
 
 SCAN_INFO_PLUGIN = 19506
@@ -59,20 +59,13 @@ class HostSignals(msgspec.Struct, kw_only=True):
 
 
 class HostAuth(msgspec.Struct, kw_only=True):
-    """A host's verdict, with evidence strings that cite the plugins behind it."""
+    """A host's verdict, with evidence strings that cite the plugins behind it; the parser copies it
+    into the host's ``HostRecord``."""
 
     verdict: AuthVerdict
     evidence: list[str] = []
     credentialed_checks: str | None = None
     plugins: list[int] = []
-
-
-class HasAuth(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def auth(self) -> HostAuth: ...
 
 
 def credentialed_checks_value(plugin_output: str | None) -> str | None:
@@ -169,7 +162,7 @@ def host_auth(signals: HostSignals) -> HostAuth:
     )
 
 
-def scan_auth_verdict(scan_type: ScanType, hosts: Sequence[HasAuth]) -> ScanAuth:
+def scan_auth_verdict(scan_type: ScanType, hosts: Sequence[HostRecord]) -> ScanAuth:
     """``success`` if every host logged in, ``partial`` if some did, ``failed`` if none did.
 
     A host with a ``partial`` verdict logged in, so it makes the scan at least ``partial``.
@@ -178,7 +171,7 @@ def scan_auth_verdict(scan_type: ScanType, hosts: Sequence[HasAuth]) -> ScanAuth
         return "not_applicable"
     if scan_type not in ("authenticated", "authenticated_privileged"):
         raise ValueError(f"unknown scan type {scan_type!r}")
-    verdicts = [host.auth.verdict for host in hosts]
+    verdicts = [host.auth for host in hosts]
     if verdicts and all(v == "success" for v in verdicts):
         return "success"
     if any(v in ("success", "partial") for v in verdicts):
@@ -186,15 +179,15 @@ def scan_auth_verdict(scan_type: ScanType, hosts: Sequence[HasAuth]) -> ScanAuth
     return "failed"
 
 
-def troubleshooting(verdict: ScanAuth, hosts: Sequence[HasAuth]) -> dict[str, object]:
+def troubleshooting(verdict: ScanAuth, hosts: Sequence[HostRecord]) -> dict[str, object]:
     """A likely cause and next steps for a ``failed`` or ``partial`` scan; empty otherwise."""
     if verdict not in ("failed", "partial"):
         return {}
     by_verdict: dict[str, list[str]] = {}
     trouble: set[int] = set()
     for host in hosts:
-        by_verdict.setdefault(host.auth.verdict, []).append(host.name)
-        trouble.update(p for p in host.auth.plugins if p in TROUBLE_PLUGINS or p in FAILURE_PLUGINS)
+        by_verdict.setdefault(host.auth, []).append(host.name)
+        trouble.update(p for p in host.auth_plugins if p in TROUBLE_PLUGINS or p in FAILURE_PLUGINS)
     failed = by_verdict.get("failed", [])
     partial = by_verdict.get("partial", [])
     not_attempted = by_verdict.get("not_attempted", [])

@@ -16,15 +16,18 @@ file can only cost time, never change a result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import multiprocessing
 import os
 import resource
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -38,6 +41,7 @@ from scanfleet.validator.parsing import (
     ExportSummary,
     Limits,
     Walked,
+    hardened_iterparse,
     parse_export,
     sniff,
     summarize,
@@ -149,17 +153,7 @@ def check_frame(path: str, layout: Layout, limits: Limits) -> Frame | None:
     reader = RangeReader(path, [(0, layout.cuts[0]), sentinel, (layout.cuts[-1], os.path.getsize(path))])
     try:
         found: Any = None
-        context = etree.iterparse(
-            reader,
-            events=("end",),
-            tag=("ReportHost", "ReportItem", "HostProperties"),
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            remove_comments=True,
-            remove_pis=True,
-        )
+        context = hardened_iterparse(reader, ("ReportHost", "ReportItem", "HostProperties"))
         for _, el in context:
             if el.tag != "ReportHost" or el.get("name") != _SENTINEL or found is not None:
                 return None
@@ -206,6 +200,23 @@ def parse_piece(path: str, start: int, end: int, frame: Frame, part: str, limits
     return walked, spool.count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _die_with_validator(alive: Connection) -> None:
+    """Pool initializer: end this worker the moment the validator process ends, however it ends.
+
+    Only the validator holds the write end of ``alive``, so the read end sees EOF exactly when that
+    process is gone, on any POSIX system. A parent-death signal could not do this: a worker's parent
+    is the fork server, not the validator. Once the workers are gone nothing holds the fork server's
+    "alive" pipe or the resource tracker's pipe open any more, so both of them exit on EOF too.
+    """
+    threading.Thread(target=_exit_on_eof, args=(alive,), name="scanfleet-validator-watch", daemon=True).start()
+
+
+def _exit_on_eof(alive: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        alive.recv_bytes()
+    os._exit(1)
+
+
 def _ready() -> int:
     time.sleep(0.02)  # long enough that one worker cannot answer a whole round alone
     return os.getpid()
@@ -229,6 +240,8 @@ class ParsePool:
         self.worker_peak_kib = 0
         self.last_mode = "sequential"
         self._executor: ProcessPoolExecutor | None = None
+        self._alive: tuple[Connection, Connection] | None = None
+        """Read and write end of the pipe the workers watch; only this process ever holds the write end."""
 
     def start(self) -> bool:
         """Start every worker now rather than on the first big export; ``False`` if they cannot run.
@@ -242,7 +255,13 @@ class ParsePool:
             try:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
-                self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+                self._alive = context.Pipe(duplex=False)
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=context,
+                    initializer=_die_with_validator,
+                    initargs=(self._alive[0],),
+                )
                 seen: set[int] = set()
                 for _ in range(100):
                     seen.update(f.result() for f in [self._executor.submit(_ready) for _ in range(self.workers)])
@@ -259,6 +278,9 @@ class ParsePool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        alive, self._alive = self._alive, None
+        for end in alive or ():
+            end.close()
 
     def parse(
         self,

@@ -16,18 +16,18 @@ from typing import IO, Any, Literal, Protocol
 import msgspec
 from lxml import etree
 
+from scanfleet.common.findings import Finding, HostRecord
+from scanfleet.common.messages import SeverityCounts
 from scanfleet.validator.auth import (
     AUTH_PLUGINS,
     LOCAL_CHECKS_SUFFIX,
     SCAN_INFO_PLUGIN,
     SMB_LOGIN_PLUGIN,
-    HostAuth,
     HostSignals,
     credentialed_checks_value,
     host_auth,
     is_smb_null_session,
 )
-from scanfleet.validator.findings import Finding
 
 ROOT_TAG = "NessusClientData_v2"
 
@@ -67,19 +67,6 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_LIMITS = Limits()
 
 
-class HostSummary(msgspec.Struct, kw_only=True):
-    name: str
-    ip: str | None = None
-    fqdn: str | None = None
-    os: str | None = None
-    start: str | None = None
-    end: str | None = None
-    credentialed_scan: bool | None = None
-    severity_counts: dict[str, int]
-    item_count: int
-    auth: HostAuth
-
-
 class ExportSummary(msgspec.Struct, kw_only=True):
     report_name: str | None
     host_count: int
@@ -87,7 +74,7 @@ class ExportSummary(msgspec.Struct, kw_only=True):
     severity_counts: dict[str, int]
     total_vulnerabilities: int
     """Items of severity low or above: informational items are not vulnerabilities."""
-    hosts: list[HostSummary]
+    hosts: list[HostRecord]
     warnings: list[str] = []
     file_size: int = 0
 
@@ -192,7 +179,7 @@ class Walked(msgspec.Struct, kw_only=True):
     """What one streaming pass over a document (or one piece of it) found, before any judgement."""
 
     report_name: str | None = None
-    hosts: list[HostSummary]
+    hosts: list[HostRecord]
     totals: list[int]
     unknown_severity: int = 0
     stray_items: int = 0
@@ -269,6 +256,23 @@ def _too_large(what: str, host: str) -> ExportRejected:
     return ExportRejected("too_large", f"{what} over the size limit (host {host[:200]!r})")
 
 
+def hardened_iterparse(source: str | Readable, tags: tuple[str, ...]) -> Any:
+    """``iterparse`` over ``end`` events of ``tags`` that never expands entities, loads a DTD or
+    touches the network, keeps libxml2's size limits and drops comments and PIs: the only way an
+    export is ever parsed."""
+    return etree.iterparse(
+        source,
+        events=("end",),
+        tag=tags,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
 def walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
     """One streaming pass; a document libxml2 refuses raises ``ExportRejected``."""
     try:
@@ -278,26 +282,20 @@ def walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -
 
 
 def _walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) -> Walked:
+    """The parse loop, kept as one function on purpose: it runs once per element of exports with
+    hundreds of thousands of items, and its state (current host, totals, counters) lives in locals.
+    Split into per-tag functions, every item would pay for calls and for state held on an object;
+    the per-item work that is not on every item's path (auth plugins, findings) is already outside."""
     max_attr = limits.max_attribute_chars
     max_text = limits.max_text_chars
-    hosts: list[HostSummary] = []
+    hosts: list[HostRecord] = []
     totals = [0, 0, 0, 0, 0]
     report_name: str | None = None
     unknown_severity = 0
     stray_items = 0
     host: _Host | None = None
     checked = False
-    context = etree.iterparse(
-        target,
-        events=("end",),
-        tag=_TAGS,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    context = hardened_iterparse(target, _TAGS)
     for _, el in context:
         if not checked:
             _check_document(el.getroottree().getroot())
@@ -355,7 +353,7 @@ def _walk(target: str | Readable, on_finding: OnFinding | None, limits: Limits) 
             if report_name is None:
                 parent = el.getparent()
                 report_name = parent.get("name") if parent is not None else None
-            hosts.append(_host_summary(host))
+            hosts.append(_host_record(host))
             for i, count in enumerate(host.counts):
                 totals[i] += count
             host = None
@@ -469,9 +467,10 @@ def _finding(el: Any, attrs: dict[str, str], host: _Host, severity: int, max_tex
     )
 
 
-def _host_summary(host: _Host) -> HostSummary:
+def _host_record(host: _Host) -> HostRecord:
     props = host.props
-    return HostSummary(
+    auth = host_auth(host.signals)
+    return HostRecord(
         name=host.name,
         ip=host.ip,
         fqdn=props.get("host-fqdn"),
@@ -479,9 +478,12 @@ def _host_summary(host: _Host) -> HostSummary:
         start=props.get("HOST_START"),
         end=props.get("HOST_END"),
         credentialed_scan=host.signals.credentialed_scan,
-        severity_counts=_severity_dict(host.counts),
+        severity_counts=SeverityCounts(**_severity_dict(host.counts)),
         item_count=host.items,
-        auth=host_auth(host.signals),
+        auth=auth.verdict,
+        auth_evidence=auth.evidence,
+        credentialed_checks=auth.credentialed_checks,
+        auth_plugins=auth.plugins,
     )
 
 

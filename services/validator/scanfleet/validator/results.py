@@ -38,7 +38,7 @@ def summarize(parsed: ExportSummary, scan_type: ScanType, export_size: int) -> R
         total_vulnerabilities=parsed.total_vulnerabilities,
         severity_counts=SeverityCounts(**parsed.severity_counts),
         auth_status=auth_status,
-        auth_counts=dict(Counter(h.auth.verdict for h in parsed.hosts)),
+        auth_counts=dict(Counter(h.auth for h in parsed.hosts)),
         export_size=export_size,
         hosts=[
             HostResult(
@@ -46,10 +46,10 @@ def summarize(parsed: ExportSummary, scan_type: ScanType, export_size: int) -> R
                 ip=h.ip,
                 fqdn=h.fqdn,
                 os=h.os,
-                severity_counts=SeverityCounts(**h.severity_counts),
-                auth=h.auth.verdict,
-                auth_evidence=list(h.auth.evidence),
-                credentialed_checks=h.auth.credentialed_checks,
+                severity_counts=h.severity_counts,
+                auth=h.auth,
+                auth_evidence=list(h.auth_evidence),
+                credentialed_checks=h.credentialed_checks,
             )
             for h in parsed.hosts[:HOSTS_IN_RECORD]
         ],

@@ -21,20 +21,15 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from scanfleet.common import capacity, contract, ops_http
+from scanfleet.common import contract, ops_http
+from scanfleet.common.bus import dead_letter_for, keep_in_progress, pull
 from scanfleet.common.config import Settings
+from scanfleet.common.contract import EventKind
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import ExportEvent, decode, utcnow
-from scanfleet.common.runtime import (
-    Runtime,
-    dead_letter_for,
-    keep_in_progress,
-    pull,
-    run,
-    service_runtime,
-    wait_stopping,
-)
-from scanfleet.common.tasks import FindingsRef, IllegalTransition, TaskRecord, TaskState
+from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
+from scanfleet.common.task_ops import end_task
+from scanfleet.common.tasks import FindingsRef, TaskRecord, TaskState
 from scanfleet.common.telemetry import consumer_span
 from scanfleet.validator import metrics, revalidation
 from scanfleet.validator.parallel import ParsePool
@@ -68,7 +63,7 @@ class Validator:
     async def run(self) -> None:
         starting = asyncio.create_task(asyncio.to_thread(self.parser.start))
         try:
-            async for msgs in pull(self.rt, contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER, batch=4):
+            async for msgs in pull(self.rt.js, contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER, batch=4):
                 for msg in msgs:
                     try:
                         await self.handle(msg)
@@ -108,7 +103,7 @@ class Validator:
             return
         if record.state is TaskState.EXPORTING:
             record = await self.rt.tasks.transition(event.task_id, TaskState.VALIDATING)
-            await self.rt.publish_event(record, "validating")
+            await self.rt.publish_event(record, EventKind.VALIDATING)
         verdict, findings, digest = await self._judge(event)
         if verdict.dead_letter:
             # Before the terminal event, so whoever sees the task fail also finds its dead letter.
@@ -138,7 +133,9 @@ class Validator:
         except revalidation.StateChanged as exc:
             log.info("re-validation not recorded: %s", exc)
         else:
-            await self.rt.publish_event(record, "revalidated", detail=f"validator {self.version}: {verdict.message}")
+            await self.rt.publish_event(
+                record, EventKind.REVALIDATED, detail=f"validator {self.version}: {verdict.message}"
+            )
             log.info("re-validated by validator %s: %s", self.version, verdict.message)
         await msg.ack()
 
@@ -191,20 +188,18 @@ class Validator:
             r.validation = revalidation.first_stamp(verdict, self.version, digest, utcnow())
             r.warnings = list(verdict.warnings)
             r.troubleshooting = dict(verdict.troubleshooting)
-            if not verdict.ok:
-                r.error = verdict.message
-                r.error_reason = verdict.reason
 
-        ended: TaskRecord | None = None
-        try:
-            ended = await self.rt.tasks.transition(event.task_id, target, apply)
-        except IllegalTransition as exc:
-            log.info("task already %s; nothing to record", exc.current)
-        # The slot goes back the moment the task has ended, before anything else, so the
-        # dispatcher can fill it while the event is still on its way.
-        await capacity.release(self.rt.capacity, contract.instance_key(event.pool, event.instance), event.task_id)
+        ended = await end_task(
+            self.rt,
+            event.task_id,
+            target,
+            error=None if verdict.ok else verdict.message,
+            reason=None if verdict.ok else verdict.reason,
+            detail=verdict.message,
+            mutate=apply,
+            slot=contract.instance_key(event.pool, event.instance),
+        )
         if ended is not None:
-            await self.rt.publish_event(ended, str(target), detail=verdict.message)
             log.info("validation %s: %s", "passed" if verdict.ok else "failed", verdict.message)
             _count(event, verdict)
 

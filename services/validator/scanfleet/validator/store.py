@@ -16,8 +16,7 @@ from nats.js import JetStreamContext
 
 from scanfleet.common import contract
 from scanfleet.common.bus import CHUNK_SIZE, put_object_stream
-from scanfleet.common.findings import MAGIC, Finding, HostRecord, HostsDoc, encode_frame, encode_hosts
-from scanfleet.common.messages import SeverityCounts
+from scanfleet.common.findings import MAGIC, Finding, HostsDoc, encode_frame, encode_hosts
 from scanfleet.common.tasks import FindingsRef
 from scanfleet.validator.parsing import ExportSummary
 
@@ -51,27 +50,6 @@ class FindingsSpool:
             self._file.close()
 
 
-def host_records(parsed: ExportSummary) -> list[HostRecord]:
-    return [
-        HostRecord(
-            name=h.name,
-            ip=h.ip,
-            fqdn=h.fqdn,
-            os=h.os,
-            start=h.start,
-            end=h.end,
-            credentialed_scan=h.credentialed_scan,
-            severity_counts=SeverityCounts(**h.severity_counts),
-            item_count=h.item_count,
-            auth=h.auth.verdict,
-            auth_evidence=list(h.auth.evidence),
-            credentialed_checks=h.auth.credentialed_checks,
-            auth_plugins=list(h.auth.plugins),
-        )
-        for h in parsed.hosts
-    ]
-
-
 async def _read_chunks(paths: list[Path]) -> AsyncIterator[bytes]:
     for path in paths:
         with path.open("rb") as f:
@@ -91,7 +69,7 @@ async def publish_findings(
     findings_name = contract.findings_object_name(task_id)
     hosts_name = contract.hosts_object_name(task_id)
     stored = await put_object_stream(js, contract.FINDINGS_OBJECTS, findings_name, _read_chunks(spool.parts))
-    doc = HostsDoc(task_id=task_id, finding_count=spool.count, hosts=host_records(parsed))
+    doc = HostsDoc(task_id=task_id, finding_count=spool.count, hosts=parsed.hosts)
     await put_object_stream(js, contract.FINDINGS_OBJECTS, hosts_name, _once(encode_hosts(doc)))
     return FindingsRef(
         findings_object=findings_name,

@@ -1,9 +1,11 @@
 """Operator actions on dead letters and the fleet, shared by ``scanfleet dlq|stats`` and /v1/admin.
 
+A library, not part of any service: the CLI and the gateway both run these against NATS.
+
 A dead letter is named by its SCAN_DLQ sequence. ``retry`` is the audited way back for a
 task that failed or timed out: the record is reset to a fresh ``queued`` one
 (``TaskStore.requeue``), its expiry lease is withdrawn, a ``queued`` event records who retried
-which letter, and a new request goes out with ``Nats-Msg-Id <task_id>-retry<N>``, so the
+which letter, and a new request goes out (``task_ops.enqueue``: ``Nats-Msg-Id <task_id>-retry<N>``), so the
 dispatcher sees a new message and not a duplicate of the first. The letter is then removed.
 """
 
@@ -17,11 +19,12 @@ import msgspec
 from nats.js.errors import NotFoundError
 
 from scanfleet.common import contract, expiry
-from scanfleet.common.messages import DeadLetter, decode, encode
+from scanfleet.common.contract import EventKind
+from scanfleet.common.messages import DeadLetter, decode
 from scanfleet.common.registry import fleet_view
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition, TaskState, request_of
-from scanfleet.common.telemetry import publish
+from scanfleet.common.task_ops import EnqueueFailed, enqueue
+from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition
 
 
 class AdminError(Exception):
@@ -64,7 +67,7 @@ def _stored(seq: int, subject: str, data: bytes) -> StoredLetter:
             subject=subject,
             task_id=None,
             trace_id=None,
-            stage=subject.split(".")[2] if subject.count(".") >= 3 else "?",
+            stage=contract.stage_of_dlq(subject) or "?",
             reason="unreadable_letter",
             error=str(exc),
             attempts=0,
@@ -97,7 +100,7 @@ def dlq_filter(stage: str | None = None, task_id: str | None = None) -> str:
     for name in (stage, task_id):
         if name is not None and not contract.NAME_RE.match(name):
             raise AdminError(422, "invalid_filter", f"{name!r} is not a valid stage or task id")
-    return f"scan.dlq.{stage or '*'}.{task_id or '*'}"
+    return contract.dlq_filter(stage, task_id)
 
 
 async def list_letters(
@@ -166,25 +169,14 @@ async def retry(rt: Runtime, seq: int, *, actor: str = "operator") -> RetryOutco
         raise AdminError(409, "not_retryable", f"task {record.task_id} is {exc.current}") from None
     await rt.publish_event(
         record,
-        "queued",
+        EventKind.QUEUED,
         detail=f"retry {record.retries} by {actor} of dead letter {seq} ({letter.stage}/{letter.reason})",
     )
-    request = request_of(record)
-    request.credential_ref = credential_ref
-    msg_id = f"{record.task_id}-retry{record.retries}"
-    subject = contract.request_subject(record.pool, record.task_id)
-    headers = {contract.HDR_MSG_ID: msg_id, contract.HDR_TASK_ID: record.task_id}
     try:
-        await publish(rt.js, subject, encode(request), headers)
-    except Exception as exc:
-        error = f"the retry could not be queued: {exc}"
-
-        def failed(r: Any) -> None:
-            r.error = error
-            r.error_reason = "enqueue_failed"
-
-        await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
+        msg_id = await enqueue(rt, record, credential_ref=credential_ref)
+    except EnqueueFailed as exc:
         raise AdminError(503, "enqueue_failed", "the retry could not be queued; try again") from exc
+    subject = contract.request_subject(record.pool, record.task_id)
     await rt.js.delete_msg(contract.DLQ_STREAM, seq)
     return RetryOutcome(
         seq=seq, task_id=record.task_id, retries=record.retries, request_msg_id=msg_id, request_subject=subject
@@ -262,10 +254,10 @@ async def stats(rt: Runtime) -> Stats:
         )
         for v in views
     ]
-    requests = await rt.js.stream_info(contract.REQUESTS_STREAM, subjects_filter="scan.request.>")
+    requests = await rt.js.stream_info(contract.REQUESTS_STREAM, subjects_filter=contract.REQUESTS_FILTER)
     queued: dict[str, int] = {}
     for subject, count in (requests.state.subjects or {}).items():
-        pool = subject.split(".")[2]
+        pool = contract.pool_of_request(subject) or "?"
         queued[pool] = queued.get(pool, 0) + count
     pools = []
     for pool in sorted({s.pool for s in scanners} | set(queued)):
@@ -280,10 +272,10 @@ async def stats(rt: Runtime) -> Stats:
                 capacity=sum(s.limit for s in mine),
             )
         )
-    dlq = await rt.js.stream_info(contract.DLQ_STREAM, subjects_filter="scan.dlq.>")
+    dlq = await rt.js.stream_info(contract.DLQ_STREAM, subjects_filter=contract.DLQ_FILTER)
     by_stage: dict[str, int] = {}
     for subject, count in (dlq.state.subjects or {}).items():
-        stage = subject.split(".")[2]
+        stage = contract.stage_of_dlq(subject) or "?"
         by_stage[stage] = by_stage.get(stage, 0) + count
     return Stats(
         pools=pools,

@@ -1,0 +1,104 @@
+"""The two steps that start and end a task's course, shared by every service.
+
+``enqueue`` puts a task's scan request on SCAN_REQUESTS (a new submission, or an operator's
+retry); ``end_task`` moves a task to a terminal state. Every service goes through these, so
+a rule about who may start or end a task has exactly one place to go.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from scanfleet.common import capacity, contract
+from scanfleet.common.bus import publish
+from scanfleet.common.messages import SealedCredentials, encode
+from scanfleet.common.runtime import Runtime
+from scanfleet.common.tasks import IllegalTransition, Mutation, TaskNotFound, TaskRecord, TaskState, request_of
+
+log = logging.getLogger("scanfleet.tasks")
+
+
+class EnqueueFailed(Exception):
+    """The request could not be published; the task has been marked ``failed`` (``enqueue_failed``)."""
+
+
+async def enqueue(
+    rt: Runtime,
+    record: TaskRecord,
+    *,
+    credentials: SealedCredentials | None = None,
+    credential_ref: str | None = None,
+) -> str:
+    """Publish the request of a ``queued`` task; returns its ``Nats-Msg-Id``.
+
+    The message id counts the task's retries (``contract.request_msg_id``), so a retried
+    task is a new message to the dispatcher and a repeated publish of the same try is not.
+    A failed publish fails the task, so no record waits forever for a request that never went.
+    """
+    request = request_of(record, credentials=credentials, credential_ref=credential_ref)
+    msg_id = contract.request_msg_id(record.task_id, record.retries)
+    headers = {contract.HDR_MSG_ID: msg_id, contract.HDR_TASK_ID: record.task_id}
+    try:
+        await publish(rt.js, contract.request_subject(record.pool, record.task_id), encode(request), headers)
+    except Exception as exc:
+        error = f"could not enqueue: {exc}"
+
+        def failed(r: TaskRecord) -> None:
+            r.error = error
+            r.error_reason = "enqueue_failed"
+
+        await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
+        raise EnqueueFailed(error) from exc
+    return msg_id
+
+
+async def end_task(
+    rt: Runtime,
+    task_id: str,
+    target: TaskState,
+    *,
+    error: str | None = None,
+    reason: str | None = None,
+    detail: str | None = None,
+    mutate: Mutation | None = None,
+    still: Callable[[TaskRecord], bool] | None = None,
+    fallback: TaskState | None = None,
+    slot: str | None = None,
+) -> TaskRecord | None:
+    """Move a task to the terminal ``target`` (CAS), release its slot, publish the terminal event.
+
+    ``error``/``reason`` are recorded when given; ``mutate`` adds the caller's own fields.
+    ``still`` re-checks the freshly read record inside the CAS loop, so a task that moved on
+    between the caller's check and the write is left alone. ``fallback`` is the state to end in
+    when ``target`` is not allowed from the current one. The slot goes back before the event, so
+    the dispatcher can fill it while the event is on its way: ``slot`` names the instance key
+    the caller knows holds it (released whatever the outcome: an ended task holds no slot);
+    without it the holder is looked up, and only a task this call ended loses its slot.
+    The event's detail is ``detail``, else ``error``.
+
+    Returns the ended record, or None when the task is gone or its state forbids the move.
+    """
+
+    def end(record: TaskRecord) -> None:
+        if still is not None and not still(record):
+            raise IllegalTransition(record.task_id, record.state, target)
+        if error is not None:
+            record.error = error
+            record.error_reason = reason
+        if mutate is not None:
+            mutate(record)
+
+    try:
+        ended: TaskRecord | None = await rt.tasks.transition(task_id, target, end, fallback=fallback)
+    except (IllegalTransition, TaskNotFound) as exc:
+        log.info("task %s not ended %s: %s", task_id, target, exc)
+        ended = None
+    holder = slot if slot is not None or ended is None else await capacity.holder_of(rt.capacity, task_id)
+    if holder is not None:
+        await capacity.release(rt.capacity, holder, task_id)
+    if ended is None:
+        return None
+    await rt.publish_event(ended, contract.EventKind(ended.state), detail=detail if detail is not None else error)
+    log.info("task ended %s: %s", ended.state, detail if detail is not None else error)
+    return ended
