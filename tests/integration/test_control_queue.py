@@ -22,7 +22,8 @@ from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.dispatcher.service import Dispatcher, PoolDispatcher
 from scanfleet.gateway.control import ScanControl
-from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
+from scanfleet.gateway.core import Gateway, SubmitScan
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.queue import QueueView
 from tests.kv import watch_until
 

@@ -22,7 +22,8 @@ from scanfleet.common.bus import put_object_stream
 from scanfleet.common.messages import DeadLetter, ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
-from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.core import Gateway
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.results import Results
 from scanfleet.validator import metrics
 from scanfleet.validator.service import Validator

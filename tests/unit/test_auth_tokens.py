@@ -43,7 +43,7 @@ def jwks_server() -> Iterator[tuple[str, Jwks]]:
     jwks = Jwks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             jwks.requests += 1
             body = json.dumps({"keys": jwks.keys}).encode()
             self.send_response(200)

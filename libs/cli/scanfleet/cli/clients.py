@@ -153,9 +153,10 @@ async def record_change(action: str, result: dict[str, Any]) -> str | None:
     except Exception as exc:  # any failure to reach NATS leaves the change made but unaudited
         return f"not recorded in the audit stream: NATS unreachable ({type(exc).__name__})"
     try:
+        shown = {k: v for k, v in result.items() if k != "token"}
         record = audit.AuditRecord(
             client=f"cli-{getpass.getuser()}", role="admin", auth="local", interface="cli",
-            action=f"clients.{action}", decision="allow", reason=json.dumps({k: v for k, v in result.items() if k != "token"}),
+            action=f"clients.{action}", decision="allow", reason=json.dumps(shown),
         )  # fmt: skip
         await audit.append(nc.jetstream(), record)
     except Exception as exc:

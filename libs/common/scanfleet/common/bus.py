@@ -145,7 +145,7 @@ async def ensure_object_store(js: JetStreamContext, store: contract.ObjectBucket
 
 async def provision(js: JetStreamContext, topology: contract.Topology) -> None:
     """Create or update every stream, bucket, object store and consumer of the contract."""
-    for stream in contract.STREAMS:
+    for stream in topology.streams():
         await ensure_stream(js, stream)
     for bucket in contract.BUCKETS:
         await ensure_bucket(js, bucket)
@@ -249,8 +249,9 @@ async def kv_get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     return entry
 
 
-async def kv_items(kv: KeyValue) -> dict[str, bytes]:
-    """Every live key with its current value, read by one consumer that is deleted afterwards.
+async def kv_items(kv: KeyValue, key_prefix: str = "") -> dict[str, bytes]:
+    """Every live key (under ``key_prefix``) with its current value, read by one consumer that
+    is deleted afterwards.
 
     nats-py's ``keys()`` leaves its watcher's consumer on the server for five minutes, and a
     stream holds at most 1000 consumers: a sweep every few seconds would exhaust them. KeyValue
@@ -264,7 +265,7 @@ async def kv_items(kv: KeyValue) -> dict[str, bytes]:
         ConsumerConfig(
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             ack_policy=AckPolicy.NONE,
-            filter_subject=f"{prefix}>",
+            filter_subject=f"{prefix}{key_prefix}>",
             inactive_threshold=30.0,
             mem_storage=True,
             num_replicas=1,

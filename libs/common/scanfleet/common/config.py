@@ -69,6 +69,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     stale_validating_after: float = 2 * 3600.0
     # Admin REST routes (/v1/admin) are refused unless this bearer token is set.
     admin_token: str | None = None
+    # Access control: the clients file (roles, scopes, token hashes, OAuth issuer), the URL
+    # clients use for /mcp (the OAuth audience; default http://<gateway host>:<port>/mcp),
+    # extra Host/Origin values browsers may send, and ranges denied to every client on top of
+    # the built-in list and the addresses of scanfleet's own infrastructure.
+    clients_file: str | None = None
+    public_url: str | None = None
+    allowed_hosts: str | None = None
+    allowed_origins: str | None = None
+    deny_ranges: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    audit_retention_days: float = 365.0
     # Validator: worker processes that parse big exports in parallel (unset: 2 on 2+ cores, 0 on one).
     validator_parse_workers: int | None = None
 

@@ -229,6 +229,39 @@ def dead_letter_msg_id(stream: str, seq: int) -> str:
     return f"dlq:{stream}:{seq}"
 
 
+AUDIT_STREAM = "SCAN_AUDIT"
+AUDIT_FILTER = "scan.audit.>"
+AUDIT_MAX_AGE = 365 * DAY
+
+
+def audit_subject(client: str, action: str) -> str:
+    """One decision of one client; ``action`` may hold dots (``clients.add``)."""
+    return f"scan.audit.{client}.{action}"
+
+
+def audit_filter(client: str | None = None, action: str | None = None) -> str:
+    return f"scan.audit.{client or '*'}.{action or '>'}"
+
+
+def audit_msg_id(record_id: str) -> str:
+    return f"audit:{record_id}"
+
+
+def audit_stream(max_age: float = AUDIT_MAX_AGE) -> StreamConfig:
+    """Append-only: no deletes, no purges; kept for ``max_age`` (a year unless configured)."""
+    return StreamConfig(
+        name=AUDIT_STREAM,
+        description="Audit trail: every access decision (who, what, allowed or denied, why); no secrets",
+        subjects=[AUDIT_FILTER],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=600.0,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
 ADVISORY_SUBJECTS = [
     f"$JS.EVENT.ADVISORY.CONSUMER.{kind}.{stream}.*"
     for kind in ("MAX_DELIVERIES", "MSG_TERMINATED")
@@ -427,6 +460,8 @@ AGENTS_BUCKET = "scan_agents"
 IDEMPOTENCY_BUCKET = "scan_idempotency"
 LEASES_BUCKET = "scan_leases"
 POOL_STATS_BUCKET = "scan_pool_stats"
+CLIENT_TASKS_BUCKET = "scan_client_tasks"
+CLIENT_TASKS_TTL = 31 * DAY
 
 AGENT_HEARTBEAT_INTERVAL = 5.0
 AGENT_LEASE_TTL = 15.0
@@ -451,7 +486,24 @@ BUCKETS: list[Bucket] = [
     ),
     Bucket(LEASES_BUCKET, "Leader leases, key <role> (dispatcher): holder and expiry, renewed by CAS"),
     Bucket(POOL_STATS_BUCKET, "Per-pool scan statistics, key <pool>: moving average of scan durations"),
+    Bucket(
+        CLIENT_TASKS_BUCKET,
+        "Tasks by client: key task.<client>.<task_id> per submission, active.<client> the unended ones",
+        ttl=CLIENT_TASKS_TTL,
+    ),
 ]
+
+
+def client_task_key(client: str, task_id: str) -> str:
+    return f"task.{client}.{task_id}"
+
+
+def client_tasks_prefix(client: str) -> str:
+    return f"task.{client}."
+
+
+def client_active_key(client: str) -> str:
+    return f"active.{client}"
 
 
 def instance_key(pool: str, instance: str) -> str:
@@ -529,6 +581,10 @@ class Topology:
 
     pools: dict[str, list[str]] = field(default_factory=dict)
     dispatch_ack_wait: float = DISPATCH_ACK_WAIT
+    audit_max_age: float = AUDIT_MAX_AGE
+
+    def streams(self) -> list[StreamConfig]:
+        return [*STREAMS, audit_stream(self.audit_max_age)]
 
     def consumers(self) -> list[tuple[str, ConsumerConfig]]:
         out = list(STATIC_CONSUMERS)

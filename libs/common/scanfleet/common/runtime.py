@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -38,6 +39,7 @@ class Runtime:
     idempotency: KeyValue
     leases: KeyValue
     pool_stats: KeyValue
+    client_tasks: KeyValue
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish_event(self, record: TaskRecord, kind: contract.EventKind, detail: str | None = None) -> None:
@@ -74,7 +76,8 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
     """Connect, make sure the contract exists (idempotent), and open the buckets."""
     nc = await connect(settings.nats_url, name=f"scanfleet-{service}")
     js = nc.jetstream()
-    await provision(js, topology or contract.Topology())
+    retention = settings.audit_retention_days * contract.DAY
+    await provision(js, dataclasses.replace(topology or contract.Topology(), audit_max_age=retention))
     buckets = {b.name: await ensure_bucket(js, b) for b in contract.BUCKETS}
     return Runtime(
         service=service,
@@ -88,6 +91,7 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
         idempotency=buckets[contract.IDEMPOTENCY_BUCKET],
         leases=buckets[contract.LEASES_BUCKET],
         pool_stats=buckets[contract.POOL_STATS_BUCKET],
+        client_tasks=buckets[contract.CLIENT_TASKS_BUCKET],
     )
 
 

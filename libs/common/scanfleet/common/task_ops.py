@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from scanfleet.common import capacity, contract
+from scanfleet.common import capacity, client_tasks, contract
 from scanfleet.common.bus import publish
 from scanfleet.common.messages import SealedCredentials, encode
 from scanfleet.common.runtime import Runtime
@@ -48,7 +48,8 @@ async def enqueue(
             r.error = error
             r.error_reason = "enqueue_failed"
 
-        await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
+        ended = await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
+        await _release_client_slot(rt, ended)
         raise EnqueueFailed(error) from exc
     return msg_id
 
@@ -99,6 +100,13 @@ async def end_task(
         await capacity.release(rt.capacity, holder, task_id)
     if ended is None:
         return None
+    await _release_client_slot(rt, ended)
     await rt.publish_event(ended, contract.EventKind(ended.state), detail=detail if detail is not None else error)
     log.info("task ended %s: %s", ended.state, detail if detail is not None else error)
     return ended
+
+
+async def _release_client_slot(rt: Runtime, record: TaskRecord) -> None:
+    """An ended task no longer counts against its client's limit of active tasks."""
+    if record.submitted_by is not None:
+        await client_tasks.release_active(rt.client_tasks, record.submitted_by, record.task_id)

@@ -121,6 +121,10 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     retries: int = 0
     # The validator's last judgement of the export (see ``ValidationStamp``).
     validation: ValidationStamp | None = None
+    # Access control: the client that submitted the task, and who asked to cancel or pause it.
+    submitted_by: str | None = None
+    cancelled_by: str | None = None
+    paused_by: str | None = None
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})

@@ -1,23 +1,29 @@
-"""Admin REST routes under /v1/admin: the dead-letter and stats operations of ``scanfleet dlq|stats``.
+"""Admin REST routes under /v1/admin: dead letters and stats (``scanfleet dlq|stats``) and the audit trail.
 
-Refused (403) unless ``SCANFLEET_ADMIN_TOKEN`` is set, and then only with
-``Authorization: Bearer <token>``: retry and purge change the pipeline's state.
+Only admins: a client with the ``admin`` role, or ``Authorization: Bearer $SCANFLEET_ADMIN_TOKEN``
+(compared in constant time). Every call, and every refused attempt, is audited.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 import msgspec
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from nats.errors import Error as NatsError
 
 from scanfleet.common import admin_ops as admin
+from scanfleet.common import audit as trail
+from scanfleet.common.clients import Role
 from scanfleet.common.runtime import Runtime
-from scanfleet.gateway.core import GatewayError
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.errors import GatewayError, read_body
+from scanfleet.gateway.guard import Guard
 
 T = TypeVar("T")
+Seq = Path(ge=1, le=2**63 - 1, description="the dead letter's sequence number in SCAN_DLQ")
 
 
 class PurgeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -27,56 +33,80 @@ class PurgeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     all: bool = False
 
 
-async def guard(call: Awaitable[T]) -> Any:
-    """Run an admin operation; its refusal becomes the gateway's usual JSON error."""
+async def plain(call: Awaitable[T]) -> Any:
+    """Run an admin operation; its refusal (or a sequence NATS rejects) becomes a 4xx."""
     try:
         return msgspec.to_builtins(await call)
     except admin.AdminError as exc:
         raise GatewayError(exc.status, exc.code, exc.message) from None
+    except NatsError as exc:
+        raise GatewayError(404, "not_found", f"no such dead letter ({type(exc).__name__})") from None
 
 
-def admin_router(rt: Runtime) -> APIRouter:
-    token = rt.settings.admin_token
+def admin_router(rt: Runtime, guard: Guard) -> APIRouter:
+    async def admin_caller(request: Request) -> Caller:
+        caller = await guard.rest_caller(request)
+        if caller.role is not Role.ADMIN:
+            await guard.audit(caller, f"admin{request.url.path.removeprefix('/v1/admin')}", "deny", code="forbidden")
+            raise GatewayError(403, "forbidden", "the admin routes need a client with the admin role")
+        return caller
 
-    def authorise(authorization: str | None = Header(default=None)) -> None:
-        if not token:
-            raise GatewayError(403, "admin_disabled", "set SCANFLEET_ADMIN_TOKEN to enable /v1/admin")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise GatewayError(401, "unauthorized", "send Authorization: Bearer <admin token>")
+    router = APIRouter(prefix="/v1/admin")
+    authenticated = Depends(admin_caller)
 
-    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(authorise)])
+    async def run(caller: Caller, action: str, work: Awaitable[T], **fields: Any) -> Any:
+        return await guard.run(caller, f"admin.{action}", plain(work), **fields)
 
     @router.get("/dlq")
-    async def list_letters(stage: str | None = None, task_id: str | None = None, limit: int = 50) -> dict[str, Any]:
-        letters = await guard(admin.list_letters(rt, stage=stage, task_id=task_id, limit=limit))
+    async def list_letters(
+        stage: str | None = None, task_id: str | None = None, limit: int = 50, caller: Caller = authenticated
+    ) -> dict[str, Any]:
+        letters = await run(caller, "dlq_list", admin.list_letters(rt, stage=stage, task_id=task_id, limit=limit))
         return {"letters": letters, "count": len(letters)}
 
     @router.get("/dlq/{seq}")
-    async def inspect(seq: int) -> dict[str, Any]:
-        return await guard(admin.inspect(rt, seq))  # type: ignore[no-any-return]
+    async def inspect(seq: int = Seq, caller: Caller = authenticated) -> dict[str, Any]:
+        return await run(caller, "dlq_inspect", admin.inspect(rt, seq))  # type: ignore[no-any-return]
 
     @router.post("/dlq/{seq}/retry")
-    async def retry(seq: int) -> dict[str, Any]:
-        return await guard(admin.retry(rt, seq, actor="rest-admin"))  # type: ignore[no-any-return]
+    async def retry(seq: int = Seq, caller: Caller = authenticated) -> dict[str, Any]:
+        return await run(caller, "dlq_retry", admin.retry(rt, seq, actor=caller.id))  # type: ignore[no-any-return]
 
     @router.delete("/dlq/{seq}")
-    async def delete(seq: int) -> dict[str, Any]:
-        return {"purged": await guard(admin.purge(rt, seqs=[seq]))}
+    async def delete(seq: int = Seq, caller: Caller = authenticated) -> dict[str, Any]:
+        return {"purged": await run(caller, "dlq_purge", admin.purge(rt, seqs=[seq]))}
 
     @router.post("/dlq/purge")
-    async def purge(request: Request) -> dict[str, Any]:
-        try:
-            body = msgspec.json.decode(await request.body() or b"{}", type=PurgeBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise GatewayError(422, "invalid_request", str(exc)) from None
-        removed = await guard(
-            admin.purge(rt, seqs=body.sequences, stage=body.stage, task_id=body.task_id, everything=body.all)
-        )
-        return {"purged": removed}
+    async def purge(request: Request, caller: Caller = authenticated) -> dict[str, Any]:
+        async def work() -> int:
+            body = await read_body(request, PurgeBody, b"{}")
+            if any(s < 1 for s in body.sequences):
+                raise GatewayError(422, "invalid_request", "sequence numbers start at 1")
+            return await admin.purge(
+                rt, seqs=body.sequences, stage=body.stage, task_id=body.task_id, everything=body.all
+            )
+
+        return {"purged": await run(caller, "dlq_purge", work())}
 
     @router.get("/stats")
-    async def stats() -> dict[str, Any]:
-        return await guard(admin.stats(rt))  # type: ignore[no-any-return]
+    async def stats(caller: Caller = authenticated) -> dict[str, Any]:
+        return await run(caller, "stats", admin.stats(rt))  # type: ignore[no-any-return]
+
+    @router.get("/audit")
+    async def audit(
+        client: str | None = None,
+        task_id: str | None = None,
+        action: str | None = None,
+        decision: Literal["allow", "deny"] | None = None,
+        since: datetime | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        caller: Caller = authenticated,
+    ) -> dict[str, Any]:
+        """The newest matching audit records, oldest first."""
+        query = trail.AuditQuery(
+            client=client, task_id=task_id, action=action, decision=decision, since=since, limit=limit
+        )
+        records = await run(caller, "audit_read", trail.read(rt.js, query))
+        return {"records": records, "count": len(records)}
 
     return router

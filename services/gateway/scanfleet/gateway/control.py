@@ -21,7 +21,9 @@ from scanfleet.common import contract
 from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway import views
-from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.core import Gateway
+from scanfleet.gateway.errors import GatewayError
 
 NO_MESSAGE_FOUND = 10057  # JetStream: the message to delete is gone already
 
@@ -65,37 +67,40 @@ class ScanControl:
         self.gateway = gateway
         self.rt = gateway.rt
 
-    async def cancel(self, task_id: str, reason: str = "") -> dict[str, Any]:
-        why = (reason.strip() or "cancelled by operator")[:MAX_REASON]
-        record = await self.gateway.record(task_id)
+    async def cancel(self, caller: Caller, task_id: str, reason: str = "") -> dict[str, Any]:
+        why = (reason.strip() or f"cancelled by {caller.id}")[:MAX_REASON]
+        record = await self.gateway.record(caller, task_id)
         if record.state is TaskState.QUEUED:
-            cancelled = await self._cancel_queued(task_id, why)
+            cancelled = await self._cancel_queued(caller, task_id, why)
             if cancelled is not None:
                 return _answer(cancelled, "Cancelled before dispatch; it has left the queue.")
 
         def request(r: TaskRecord) -> None:
-            r.cancel_requested = r.cancel_requested or why
+            if not r.cancel_requested:
+                r.cancel_requested = why
+                r.cancelled_by = caller.id
 
-        record = await self._update(task_id, "cancel", request)
+        record = await self._update(caller, task_id, "cancel", request)
         return _answer(record, "Cancel requested; the agent stops the Nessus scan and frees its slot.")
 
-    async def pause(self, task_id: str) -> dict[str, Any]:
+    async def pause(self, caller: Caller, task_id: str) -> dict[str, Any]:
         def request(r: TaskRecord) -> None:
             r.pause_requested = True
+            r.paused_by = caller.id
 
-        record = await self._update(task_id, "pause", request)
+        record = await self._update(caller, task_id, "pause", request)
         if record.paused:
             return _answer(record, "The scan is already paused.")
         return _answer(record, "Pause requested; get_scan_status shows paused: true once Nessus has paused the scan.")
 
-    async def resume(self, task_id: str) -> dict[str, Any]:
+    async def resume(self, caller: Caller, task_id: str) -> dict[str, Any]:
         def request(r: TaskRecord) -> None:
             r.pause_requested = False
 
-        record = await self._update(task_id, "resume", request)
+        record = await self._update(caller, task_id, "resume", request)
         return _answer(record, "Resume requested; get_scan_status shows paused: false once Nessus runs it again.")
 
-    async def _cancel_queued(self, task_id: str, why: str) -> TaskRecord | None:
+    async def _cancel_queued(self, caller: Caller, task_id: str, why: str) -> TaskRecord | None:
         """End a task that is still queued; None when the dispatcher took it first."""
 
         # Re-checked on every CAS retry: a task dispatched meanwhile needs its agent to stop it.
@@ -106,6 +111,7 @@ class ScanControl:
             error=why,
             reason="cancelled",
             still=lambda r: r.state is TaskState.QUEUED,
+            mutate=lambda r: setattr(r, "cancelled_by", caller.id),
         )
         if record is not None:
             await self._withdraw_request(record)
@@ -124,17 +130,17 @@ class ScanControl:
                 raise
             log.info("request of cancelled task %s already gone: %s", record.task_id, exc)
 
-    async def _update(self, task_id: str, action: Action, change: Any) -> TaskRecord:
+    async def _update(self, caller: Caller, task_id: str, action: Action, change: Any) -> TaskRecord:
         def guarded(r: TaskRecord) -> None:
             if refusal(action, r) is not None:
                 raise _Refused
             change(r)
 
-        await self.gateway.record(task_id)
+        await self.gateway.record(caller, task_id)
         try:
             return await self.rt.tasks.update(task_id, guarded)
         except _Refused:
-            record = await self.gateway.record(task_id)
+            record = await self.gateway.record(caller, task_id)
             why = refusal(action, record) or "the task changed state meanwhile; try again"
             raise GatewayError(
                 409, f"cannot_{action}", f"task {task_id} is {record.state}: {why}", state=str(record.state)

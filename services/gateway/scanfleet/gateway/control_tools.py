@@ -5,39 +5,41 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from fastapi import APIRouter, Request
-from mcp.server.mcpserver import MCPServer
+from fastapi import APIRouter, Depends, Request
+from mcp.server.mcpserver import Context, MCPServer
 
 from scanfleet.common.credentials import CredentialError, TargetCredential, parse
+from scanfleet.gateway.access import Caller
 from scanfleet.gateway.control import ScanControl
-from scanfleet.gateway.core import Gateway, GatewayError, SubmitScan
-from scanfleet.gateway.errors import call
+from scanfleet.gateway.core import Gateway, SubmitScan
+from scanfleet.gateway.errors import GatewayError, read_body, safe_message
+from scanfleet.gateway.guard import Guard, raw_targets
 
 AuthScanType = Literal["authenticated", "authenticated_privileged"]
 Escalation = Literal["sudo", "su", "su+sudo", "pbrun", "dzdo"]
 
 
-def register_control_tools(mcp: MCPServer, gateway: Gateway) -> None:
-    register_authenticated_scan(mcp, gateway)
+def register_control_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
+    register_authenticated_scan(mcp, gateway, guard)
     control = ScanControl(gateway)
 
     @mcp.tool()
-    async def cancel_scan(task_id: str, reason: str = "") -> dict[str, Any]:
+    async def cancel_scan(task_id: str, reason: str = "", *, ctx: Context[Any, Any]) -> dict[str, Any]:
         """Cancel a scan: a queued one never starts; a running one is stopped on Nessus and its slot freed."""
-        return await call(control.cancel(task_id, reason))
+        return await guard.tool(ctx, "cancel_scan", lambda c: control.cancel(c, task_id, reason), task_id=task_id)
 
     @mcp.tool()
-    async def pause_scan(task_id: str) -> dict[str, Any]:
+    async def pause_scan(task_id: str, *, ctx: Context[Any, Any]) -> dict[str, Any]:
         """Pause a running scan on Nessus; get_scan_status shows paused: true once it took effect."""
-        return await call(control.pause(task_id))
+        return await guard.tool(ctx, "pause_scan", lambda c: control.pause(c, task_id), task_id=task_id)
 
     @mcp.tool()
-    async def resume_scan(task_id: str) -> dict[str, Any]:
+    async def resume_scan(task_id: str, *, ctx: Context[Any, Any]) -> dict[str, Any]:
         """Resume a paused scan; time spent paused does not count towards the running timeout."""
-        return await call(control.resume(task_id))
+        return await guard.tool(ctx, "resume_scan", lambda c: control.resume(c, task_id), task_id=task_id)
 
 
-def register_authenticated_scan(mcp: MCPServer, gateway: Gateway) -> None:
+def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
     @mcp.tool()
     async def run_authenticated_scan(
         targets: str,
@@ -55,6 +57,8 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway) -> None:
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        ctx: Context[Any, Any],
     ) -> dict[str, Any]:
         """Queue a credentialed (SSH) Nessus scan.
 
@@ -72,22 +76,28 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway) -> None:
             "escalation_account": escalation_account,
             "escalation_password": escalation_password,
         }
-        try:
-            credentials = _inline_credentials(inline)
-        except CredentialError as exc:
-            return await call(_refusal(exc))
-        submit = SubmitScan(
-            targets=targets,
-            name=name,
-            description=description,
-            scanner_pool=scanner_pool,
-            scanner_instance=scanner_instance,
-            idempotency_key=idempotency_key,
-            scan_type=scan_type,
-            credential_ref=credential_ref,
-            credentials=credentials,
+
+        async def submit(caller: Caller) -> dict[str, Any]:
+            try:
+                credentials = _inline_credentials(inline)
+            except CredentialError as exc:
+                raise GatewayError(422, "invalid_credentials", safe_message(str(exc))) from None
+            submit = SubmitScan(
+                targets=targets,
+                name=name,
+                description=description,
+                scanner_pool=scanner_pool,
+                scanner_instance=scanner_instance,
+                idempotency_key=idempotency_key,
+                scan_type=scan_type,
+                credential_ref=credential_ref,
+                credentials=credentials,
+            )
+            return await gateway.submit(caller, submit, guard.before_queue(caller, "run_authenticated_scan"))
+
+        return await guard.tool(
+            ctx, "run_authenticated_scan", submit, allow_recorded=True, targets=raw_targets(targets)
         )
-        return await call(gateway.submit(submit))
 
 
 def _inline_credentials(inline: dict[str, str | None]) -> TargetCredential | None:
@@ -95,33 +105,30 @@ def _inline_credentials(inline: dict[str, str | None]) -> TargetCredential | Non
     return parse(given) if given else None
 
 
-async def _refusal(exc: CredentialError) -> dict[str, Any]:
-    raise GatewayError(422, "invalid_credentials", str(exc))
-
-
 class CancelBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: str = ""
 
 
-def control_router(gateway: Gateway) -> APIRouter:
+def control_router(gateway: Gateway, guard: Guard) -> APIRouter:
     """``POST /v1/scans/{task_id}/cancel|pause|resume``; authenticated scans use ``POST /v1/scans``."""
     control = ScanControl(gateway)
     router = APIRouter(prefix="/v1/scans")
+    authenticated = Depends(guard.rest_caller)
 
     @router.post("/{task_id}/cancel")
-    async def cancel(task_id: str, request: Request) -> dict[str, Any]:
-        try:
-            body = msgspec.json.decode((await request.body()) or b"{}", type=CancelBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise GatewayError(422, "invalid_request", str(exc)) from None
-        return await control.cancel(task_id, body.reason)
+    async def cancel(task_id: str, request: Request, caller: Caller = authenticated) -> dict[str, Any]:
+        async def work() -> dict[str, Any]:
+            body = await read_body(request, CancelBody, b"{}")
+            return await control.cancel(caller, task_id, body.reason)
+
+        return await guard.run(caller, "cancel_scan", work(), task_id=task_id)
 
     @router.post("/{task_id}/pause")
-    async def pause(task_id: str) -> dict[str, Any]:
-        return await control.pause(task_id)
+    async def pause(task_id: str, caller: Caller = authenticated) -> dict[str, Any]:
+        return await guard.run(caller, "pause_scan", control.pause(caller, task_id), task_id=task_id)
 
     @router.post("/{task_id}/resume")
-    async def resume(task_id: str) -> dict[str, Any]:
-        return await control.resume(task_id)
+    async def resume(task_id: str, caller: Caller = authenticated) -> dict[str, Any]:
+        return await guard.run(caller, "resume_scan", control.resume(caller, task_id), task_id=task_id)
 
     return router

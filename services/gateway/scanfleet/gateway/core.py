@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 
-from scanfleet.common import contract
+from scanfleet.common import client_tasks, contract
 from scanfleet.common.bus import kv_get
 from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError, TargetCredential
@@ -21,30 +22,20 @@ from scanfleet.common.metrics import SCANS
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.targets import InvalidTarget, parse_targets
+from scanfleet.common.scope import Submission
+from scanfleet.common.targets import InvalidTarget, Target, parse_targets
 from scanfleet.common.task_ops import EnqueueFailed, enqueue
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.common.telemetry import current_trace_id, tracer
 from scanfleet.gateway import views
+from scanfleet.gateway.access import Caller, can_see_pool, can_see_task, visible_pools
+from scanfleet.gateway.admission import Admission
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.queue import QueueView
 from scanfleet.gateway.sealing import CredentialSealer
 
 log = logging.getLogger("scanfleet.gateway")
 _tracer = tracer("scanfleet.gateway")
-
-
-class GatewayError(Exception):
-    """A refusal the caller can act on; ``status`` maps to HTTP, ``details`` helps fix it."""
-
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.details}
 
 
 class SubmitScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +57,16 @@ class IdempotencyClaim(msgspec.Struct, kw_only=True):
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
+# Bounds that keep a task record well inside NATS's 1 MB message limit, whatever a scope allows.
+MAX_TARGETS_TEXT = 200_000
+MAX_TARGET_ENTRIES = 4096
+
+BeforeQueue = Callable[[str, list[Target], str, ScanType], Awaitable[None]]
+
+
+def idempotency_key_hash(client: str, key: str) -> str:
+    """Keys are per client: another client's key can neither collide with nor reveal a task."""
+    return hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
 
 
 def new_task_id() -> str:
@@ -90,8 +91,9 @@ def request_hash(submit: SubmitScan, targets: list[str], pool: str) -> str:
 
 
 class Gateway:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, admission: Admission) -> None:
         self.rt = rt
+        self.admission = admission
         self.sealer = CredentialSealer.from_settings(rt.settings)
         self.mirror = FleetMirror(rt.registry, rt.capacity, rt.agents)
         self._mirroring: asyncio.Task[None] | None = None
@@ -110,22 +112,23 @@ class Gateway:
 
     # Submission -------------------------------------------------------------------------
 
-    async def submit(self, submit: SubmitScan) -> dict[str, Any]:
+    async def submit(self, caller: Caller, submit: SubmitScan, before_queue: BeforeQueue) -> dict[str, Any]:
+        """Check, admit, record and queue one scan; ``before_queue`` records the decision first."""
         name = submit.name.strip()
         if not name or len(name) > MAX_NAME:
             raise GatewayError(422, "invalid_name", f"name must be 1 to {MAX_NAME} characters")
         if len(submit.description) > MAX_DESCRIPTION:
             raise GatewayError(422, "invalid_description", f"description is over {MAX_DESCRIPTION} characters")
-        try:
-            targets = [t.text for t in parse_targets(submit.targets)]
-        except InvalidTarget as exc:
-            raise GatewayError(422, "invalid_targets", str(exc)) from None
+        parsed = self._targets(submit)
+        targets = [t.text for t in parsed]
         try:
             self.sealer.check(submit.scan_type, submit.credentials, submit.credential_ref)
         except CredentialError as exc:
             raise GatewayError(422, "invalid_credentials", str(exc)) from None
         views_ = await self._fleet()
-        pool = await self._resolve_pool(submit, views_)
+        pool = await self._resolve_pool(caller, submit, views_)
+        wanted = Submission(parsed, submit.scan_type, pool, submit.credential_ref)
+        await self.admission.check(caller, parsed, wanted, views_)
         digest = request_hash(submit, targets, pool)
         with _tracer.start_as_current_span("submit scan", attributes={"scanfleet.pool": pool}):
             trace_id = current_trace_id() or secrets.token_hex(16)
@@ -133,9 +136,10 @@ class Gateway:
             with task_context(task_id, trace_id):
                 key_hash = None
                 if submit.idempotency_key:
-                    key_hash = hashlib.sha256(submit.idempotency_key.encode()).hexdigest()
+                    key_hash = idempotency_key_hash(caller.id, submit.idempotency_key)
                     existing = await self._claim(key_hash, task_id, digest)
                     if existing is not None:
+                        await before_queue(existing["task_id"], parsed, pool, submit.scan_type)
                         return existing
                 record = TaskRecord(
                     task_id=task_id,
@@ -149,8 +153,16 @@ class Gateway:
                     idempotency_key_hash=key_hash,
                     created_at=utcnow(),
                     updated_at=utcnow(),
+                    submitted_by=caller.id,
                 )
-                await self.rt.tasks.create(record)
+                await self._admit_active(caller, task_id)
+                try:
+                    await before_queue(task_id, parsed, pool, submit.scan_type)
+                    await self.rt.tasks.create(record)
+                except BaseException:
+                    await client_tasks.release_active(self.rt.client_tasks, caller.id, task_id)
+                    raise
+                await client_tasks.record_submission(self.rt.client_tasks, caller.id, task_id)
                 await self.rt.publish_event(record, EventKind.QUEUED)
                 try:
                     await enqueue(
@@ -165,6 +177,40 @@ class Gateway:
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
                 placement = await self.queue.placement(pool, task_id, views_)
         return views.submitted(record, placement, views_)
+
+    def _targets(self, submit: SubmitScan) -> list[Target]:
+        raw = submit.targets if isinstance(submit.targets, list) else [submit.targets]
+        if sum(len(t) for t in raw) > MAX_TARGETS_TEXT:
+            raise GatewayError(
+                413, "targets_too_long", f"the target list is over {MAX_TARGETS_TEXT} characters; split the scan"
+            )
+        try:
+            parsed = parse_targets(submit.targets)
+        except InvalidTarget as exc:
+            raise GatewayError(422, "invalid_targets", str(exc)) from None
+        if len(parsed) > MAX_TARGET_ENTRIES:
+            raise GatewayError(
+                413, "too_many_targets", f"{len(parsed)} target entries; at most {MAX_TARGET_ENTRIES} per scan"
+            )
+        return parsed
+
+    async def _admit_active(self, caller: Caller, task_id: str) -> None:
+        """Count the task against the client's queued-plus-running limit, atomically across gateways."""
+        limit = caller.scope.max_active
+
+        async def still_active(ids: list[str]) -> list[str]:
+            records = await asyncio.gather(*(self.rt.tasks.get(i) for i in ids))
+            return [r.task_id for r in records if r is not None and not r.state.terminal]
+
+        count = await client_tasks.claim_active(self.rt.client_tasks, caller.id, task_id, limit, still_active)
+        if count is None:
+            raise GatewayError(
+                429,
+                "too_many_active",
+                f"this client already has {limit} scans queued or running; wait for one to end or cancel one",
+                headers={"Retry-After": "30"},
+                max_active=limit,
+            )
 
     async def _claim(self, key_hash: str, task_id: str, digest: str) -> dict[str, Any] | None:
         """Claim the idempotency key; a repeat returns the first task, a different request 409."""
@@ -191,19 +237,24 @@ class Gateway:
             raise GatewayError(409, "idempotency_conflict", "the task of this idempotency_key no longer exists")
         return {**views.status(record), "idempotent": True}
 
+    async def visible_fleet(self, caller: Caller) -> list[ScannerView]:
+        return [v for v in await self._fleet() if can_see_pool(caller, v.entry.pool)]
+
     async def _fleet(self) -> list[ScannerView]:
         if self._mirroring is None or self._mirroring.done():
             return await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
         return self.mirror.views()
 
-    async def _resolve_pool(self, submit: SubmitScan, fleet: list[ScannerView]) -> str:
-        pools = sorted({v.entry.pool for v in fleet})
+    async def _resolve_pool(self, caller: Caller, submit: SubmitScan, fleet: list[ScannerView]) -> str:
+        pools = visible_pools(caller, sorted({v.entry.pool for v in fleet}))
         if not pools:
             raise GatewayError(503, "no_scanners", "no scanners are registered yet")
         pool = submit.scanner_pool
+        if not pools:
+            raise GatewayError(403, "pool_not_allowed", "this client may use none of the scanner pools")
         if pool is None:
             meta = await read_fleet_meta(self.rt.registry)
-            pool = meta.default_pool if meta and meta.default_pool else pools[0]
+            pool = meta.default_pool if meta and meta.default_pool in pools else pools[0]
         if pool not in pools:
             raise GatewayError(404, "unknown_pool", f"no scanner pool named {pool!r}", valid_pools=pools)
         if submit.scanner_instance is not None:
@@ -219,30 +270,31 @@ class Gateway:
 
     # Reads ------------------------------------------------------------------------------
 
-    async def record(self, task_id: str) -> TaskRecord:
+    async def record(self, caller: Caller, task_id: str) -> TaskRecord:
+        """The task if this caller may see it; another client's task is as unknown as a bad id."""
         if not contract.NAME_RE.match(task_id):
             raise GatewayError(404, "task_not_found", f"no task {task_id!r}")
         record = await self.rt.tasks.get(task_id)
-        if record is None:
-            raise GatewayError(404, "task_not_found", f"no task {task_id!r}")
+        if record is None or not can_see_task(caller, record):
+            raise GatewayError(404, "task_not_found", f"no task {task_id!r} (among the tasks this client may see)")
         return record
 
-    async def status(self, task_id: str) -> dict[str, Any]:
-        record = await self.record(task_id)
+    async def status(self, caller: Caller, task_id: str) -> dict[str, Any]:
+        record = await self.record(caller, task_id)
         out = views.status(record)
         if record.state is TaskState.QUEUED:
             out.update(await self.queue.placement(record.pool, task_id))
         return out
 
-    async def scanners(self, pool: str | None = None) -> dict[str, Any]:
-        fleet = await self._fleet()
+    async def scanners(self, caller: Caller, pool: str | None = None) -> dict[str, Any]:
+        fleet = await self.visible_fleet(caller)
         if pool is not None and pool not in {v.entry.pool for v in fleet}:
             raise GatewayError(
                 404, "unknown_pool", f"no scanner pool named {pool!r}", valid_pools=views.pools_of(fleet)
             )
         return views.scanners([v for v in fleet if pool is None or v.entry.pool == pool])
 
-    async def pools(self) -> dict[str, Any]:
-        fleet = await self._fleet()
+    async def pools(self, caller: Caller) -> dict[str, Any]:
+        fleet = await self.visible_fleet(caller)
         meta = await read_fleet_meta(self.rt.registry)
         return views.pools(fleet, meta.default_pool if meta else None)

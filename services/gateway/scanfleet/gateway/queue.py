@@ -16,9 +16,12 @@ import msgspec
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_get
+from scanfleet.common.client_tasks import active_tasks
+from scanfleet.common.clients import Role
 from scanfleet.common.registry import ScannerView, fleet_view
 from scanfleet.common.runtime import Runtime
 from scanfleet.gateway import views
+from scanfleet.gateway.access import Caller, can_see_pool, can_see_task
 
 
 class PoolStats(msgspec.Struct, kw_only=True):
@@ -86,8 +89,8 @@ class QueueView:
             ),
         }
 
-    async def pool_status(self, pool: str | None) -> dict[str, Any]:
-        fleet = await self.fleet()
+    async def pool_status(self, caller: Caller, pool: str | None) -> dict[str, Any]:
+        fleet = [v for v in await self.fleet() if can_see_pool(caller, v.entry.pool)]
         names = views.pools_of(fleet) if pool is None else [pool]
         out = []
         for name in names:
@@ -103,17 +106,20 @@ class QueueView:
             )
         return {"pools": out}
 
-    async def queue_status(self, pool: str | None, limit: int = 5) -> dict[str, Any]:
-        fleet = await self.fleet()
+    async def queue_status(self, caller: Caller, pool: str | None, limit: int = 5) -> dict[str, Any]:
+        """Depth of every pool the caller may use; the waiting tasks listed are only those it may see."""
+        fleet = [v for v in await self.fleet() if can_see_pool(caller, v.entry.pool)]
         names = views.pools_of(fleet) if pool is None else [pool]
         dlq = await self.rt.js.stream_info(contract.DLQ_STREAM)
+        own = None if caller.role is not Role.AGENT else set(await active_tasks(self.rt.client_tasks, caller.id))
         out = []
         for name in names:
             waiting = await self.waiting(name)
+            shown = [(p, t) for p, t in enumerate(waiting, start=1) if own is None or t in own]
             next_tasks = []
-            for position, task_id in enumerate(waiting[: max(0, limit)], start=1):
+            for position, task_id in shown[: max(0, limit)]:
                 record = await self.rt.tasks.get(task_id)
-                if record is None:
+                if record is None or not can_see_task(caller, record):
                     continue
                 next_tasks.append(
                     {
@@ -124,6 +130,7 @@ class QueueView:
                         "targets": record.targets,
                         "scanner_instance": record.requested_instance,
                         "queued_at": record.created_at.isoformat(),
+                        "submitted_by": record.submitted_by,
                     }
                 )
             out.append({"pool": name, "queue_depth": len(waiting), "next_tasks": next_tasks})

@@ -1,59 +1,69 @@
-"""MCP tools and REST routes for pool load and queue state."""
+"""MCP tools and REST routes for pool load and queue state, limited to the pools a caller may use."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from mcp.server.mcpserver import MCPServer
+from fastapi import APIRouter, Depends
+from mcp.server.mcpserver import Context, MCPServer
 
-from scanfleet.gateway.core import Gateway, GatewayError
-from scanfleet.gateway.errors import call
-
-
-async def _check_pool(gateway: Gateway, pool: str | None) -> None:
-    if pool is None:
-        return
-    listing = await gateway.pools()
-    names = [p["pool"] for p in listing["pools"]]
-    if pool not in names:
-        raise GatewayError(404, "unknown_pool", f"no scanner pool named {pool!r}", valid_pools=names)
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.core import Gateway
+from scanfleet.gateway.errors import GatewayError
+from scanfleet.gateway.guard import Guard
 
 
-def register_queue_tools(mcp: MCPServer, gateway: Gateway) -> None:
-    queue = gateway.queue
+class QueueViews:
+    """Pool and queue status for one caller: an unknown pool and a pool it may not use look alike."""
 
-    async def pool_status(pool: str | None) -> dict[str, Any]:
-        await _check_pool(gateway, pool)
-        return await queue.pool_status(pool)
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
-    async def queue_status(pool: str | None, limit: int) -> dict[str, Any]:
-        await _check_pool(gateway, pool)
-        return await queue.queue_status(pool, min(max(limit, 0), 50))
+    async def _check_pool(self, caller: Caller, pool: str | None) -> None:
+        if pool is None:
+            return
+        listing = await self.gateway.pools(caller)
+        names = [p["pool"] for p in listing["pools"]]
+        if pool not in names:
+            raise GatewayError(404, "unknown_pool", f"no scanner pool named {pool!r}", valid_pools=names)
+
+    async def pool_status(self, caller: Caller, pool: str | None) -> dict[str, Any]:
+        await self._check_pool(caller, pool)
+        return await self.gateway.queue.pool_status(caller, pool)
+
+    async def queue_status(self, caller: Caller, pool: str | None, limit: int) -> dict[str, Any]:
+        await self._check_pool(caller, pool)
+        return await self.gateway.queue.queue_status(caller, pool, min(max(limit, 0), 50))
+
+
+def register_queue_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
+    views = QueueViews(gateway)
 
     @mcp.tool()
-    async def get_pool_status(scanner_pool: str | None = None) -> dict[str, Any]:
+    async def get_pool_status(scanner_pool: str | None = None, *, ctx: Context[Any, Any]) -> dict[str, Any]:
         """Capacity, active scans and utilization per scanner, queue depth and average scan time per pool."""
-        return await call(pool_status(scanner_pool))
+        return await guard.tool(ctx, "get_pool_status", lambda c: views.pool_status(c, scanner_pool))
 
     @mcp.tool()
-    async def get_queue_status(scanner_pool: str | None = None, limit: int = 5) -> dict[str, Any]:
-        """Queue depth per pool, dead-letter depth, and the next waiting tasks (never any credential)."""
-        return await call(queue_status(scanner_pool, limit))
+    async def get_queue_status(
+        scanner_pool: str | None = None, limit: int = 5, *, ctx: Context[Any, Any]
+    ) -> dict[str, Any]:
+        """Queue depth per pool, dead-letter depth, and the next waiting tasks this client may see
+        (its own; operators: their pools'); other clients' work shows only in the counts."""
+        return await guard.tool(ctx, "get_queue_status", lambda c: views.queue_status(c, scanner_pool, limit))
 
 
-def queue_router(gateway: Gateway) -> APIRouter:
+def queue_router(gateway: Gateway, guard: Guard) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    queue = gateway.queue
+    views = QueueViews(gateway)
+    authenticated = Depends(guard.rest_caller)
 
     @router.get("/pools/status")
-    async def pools_status(pool: str | None = None) -> dict[str, Any]:
-        await _check_pool(gateway, pool)
-        return await queue.pool_status(pool)
+    async def pools_status(pool: str | None = None, caller: Caller = authenticated) -> dict[str, Any]:
+        return await guard.run(caller, "get_pool_status", views.pool_status(caller, pool))
 
     @router.get("/queue")
-    async def queue_status(pool: str | None = None, limit: int = 5) -> dict[str, Any]:
-        await _check_pool(gateway, pool)
-        return await queue.queue_status(pool, min(max(limit, 0), 50))
+    async def queue_status(pool: str | None = None, limit: int = 5, caller: Caller = authenticated) -> dict[str, Any]:
+        return await guard.run(caller, "get_queue_status", views.queue_status(caller, pool, limit))
 
     return router

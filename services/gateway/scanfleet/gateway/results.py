@@ -21,7 +21,9 @@ from scanfleet.common import contract, expiry
 from scanfleet.common.findings import CorruptFindings, Finding, HostRecord, decode_hosts
 from scanfleet.common.tasks import FindingsRef, TaskRecord
 from scanfleet.gateway import findings_query as q
-from scanfleet.gateway.core import Gateway, GatewayError
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.core import Gateway
+from scanfleet.gateway.errors import GatewayError
 
 MAX_OUTPUT_CHARS = 100_000
 
@@ -127,8 +129,8 @@ class Results:
         self.gateway = gateway
         self.cache = cache or FindingsCache(gateway.rt.js)
 
-    async def _open(self, task_id: str) -> tuple[TaskRecord, q.FindingsIndex]:
-        record = await self.gateway.record(task_id)
+    async def _open(self, caller: Caller, task_id: str) -> tuple[TaskRecord, q.FindingsIndex]:
+        record = await self.gateway.record(caller, task_id)
         if record.findings is None:
             if record.state.terminal:
                 raise GatewayError(
@@ -153,6 +155,7 @@ class Results:
 
     async def scan_results(
         self,
+        caller: Caller,
         task_id: str,
         *,
         filters: dict[str, Any] | None = None,
@@ -168,7 +171,7 @@ class Results:
             profile_name, fields = q.resolve_fields(profile, custom_fields)
         except q.QueryError as exc:
             raise _refusal(exc) from None
-        record, index = await self._open(task_id)
+        record, index = await self._open(caller, task_id)
         digest = q.query_hash(index, parsed, spec)
         try:
             offset = q.decode_cursor(cursor, digest) if cursor else 0
@@ -192,9 +195,15 @@ class Results:
         }
 
     async def host_summary(
-        self, task_id: str, host: str | None = None, *, page_size: int | None = None, cursor: str | None = None
+        self,
+        caller: Caller,
+        task_id: str,
+        host: str | None = None,
+        *,
+        page_size: int | None = None,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        record, index = await self._open(task_id)
+        record, index = await self._open(caller, task_id)
         if host is not None:
             return _host_detail(record, index, _find_host(index, host))
         hosts = sorted(index.hosts.values(), key=lambda h: index.host_sort_key(h.name))
@@ -221,9 +230,15 @@ class Results:
         }
 
     async def finding(
-        self, task_id: str, host: str, plugin_id: int, port: int | None = None, max_chars: int | None = None
+        self,
+        caller: Caller,
+        task_id: str,
+        host: str,
+        plugin_id: int,
+        port: int | None = None,
+        max_chars: int | None = None,
     ) -> dict[str, Any]:
-        _, index = await self._open(task_id)
+        _, index = await self._open(caller, task_id)
         name = _find_host(index, host).name
         rows = [
             i

@@ -8,22 +8,23 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import TextContent
 
-from scanfleet.gateway.core import GatewayError
-from scanfleet.gateway.errors import call
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
+from scanfleet.gateway.guard import Guard
 from scanfleet.gateway.results import Results
 
 
-async def compact(coro: Awaitable[dict[str, Any]]) -> TextContent:
+async def compact(result: Awaitable[dict[str, Any]]) -> TextContent:
     """Compact JSON text: the SDK would indent a dict and repeat it as structured content,
     doubling the tokens of the largest responses scanfleet gives."""
-    return TextContent(type="text", text=msgspec.json.encode(await call(coro)).decode())
+    return TextContent(type="text", text=msgspec.json.encode(await result).decode())
 
 
-def register_results_tools(mcp: MCPServer, results: Results) -> None:
+def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> None:
     @mcp.tool()
     async def get_scan_results(
         task_id: str,
@@ -33,6 +34,8 @@ def register_results_tools(mcp: MCPServer, results: Results) -> None:
         custom_fields: list[str] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
+        *,
+        ctx: Context[Any, Any],
     ) -> TextContent:
         """Findings of a finished scan, filtered, sorted and paged. The first key, summary, has totals,
         counts by severity (whole scan and matched) and the authentication status.
@@ -51,31 +54,53 @@ def register_results_tools(mcp: MCPServer, results: Results) -> None:
         for the next page. For one finding's complete plugin output use get_finding.
         """
         return await compact(
-            results.scan_results(
-                task_id,
-                filters=filters,
-                sort=sort,
-                profile=schema_profile,
-                custom_fields=custom_fields,
-                page_size=page_size,
-                cursor=cursor,
+            guard.tool(
+                ctx,
+                "get_scan_results",
+                lambda caller: results.scan_results(
+                    caller,
+                    task_id,
+                    filters=filters,
+                    sort=sort,
+                    profile=schema_profile,
+                    custom_fields=custom_fields,
+                    page_size=page_size,
+                    cursor=cursor,
+                ),
+                task_id=task_id,
             )
         )
 
     @mcp.tool()
     async def get_host_summary(
-        task_id: str, host: str | None = None, page_size: int = 50, cursor: str | None = None
+        task_id: str, host: str | None = None, page_size: int = 50, cursor: str | None = None, *, ctx: Context[Any, Any]
     ) -> TextContent:
         """Per-host results: without host, every scanned host with OS, severity counts and authentication
         verdict (success | failed | partial | not_attempted | not_evaluable), paged. With host (IP or name),
         that host's properties, the evidence behind its authentication verdict and its top findings."""
-        return await compact(results.host_summary(task_id, host, page_size=page_size, cursor=cursor))
+        return await compact(
+            guard.tool(
+                ctx,
+                "get_host_summary",
+                lambda caller: results.host_summary(caller, task_id, host, page_size=page_size, cursor=cursor),
+                task_id=task_id,
+            )
+        )
 
     @mcp.tool()
-    async def get_finding(task_id: str, host: str, plugin_id: int, port: int | None = None) -> TextContent:
+    async def get_finding(
+        task_id: str, host: str, plugin_id: int, port: int | None = None, *, ctx: Context[Any, Any]
+    ) -> TextContent:
         """One plugin's result on one host (every port it reported on, or just port), with the whole
         description, solution and plugin output."""
-        return await compact(results.finding(task_id, host, plugin_id, port))
+        return await compact(
+            guard.tool(
+                ctx,
+                "get_finding",
+                lambda caller: results.finding(caller, task_id, host, plugin_id, port),
+                task_id=task_id,
+            )
+        )
 
 
 @dataclass
@@ -113,42 +138,55 @@ class FilterParams:
 assert tuple(f.name for f in fields(FilterParams))[:-1] == FILTER_KEYS
 
 
-def results_router(results: Results) -> APIRouter:
+def results_router(results: Results, guard: Guard) -> APIRouter:
     """``/v1/scans/{task_id}/results|hosts|findings``; filters are query parameters named as in the tool."""
     router = APIRouter(prefix="/v1/scans")
+    authenticated = Depends(guard.rest_caller)
 
     @router.get("/{task_id}/results")
     async def scan_results(
         task_id: str,
         filters: Annotated[FilterParams, Depends()],
+        caller: Caller = authenticated,
         sort: str | None = None,
         profile: str = "summary",
         fields: str | None = Query(None, description="comma-separated custom fields"),
         page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        return await results.scan_results(
-            task_id,
-            filters=filters.chosen(),
-            sort=sort,
-            profile=profile,
-            custom_fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
-            page_size=page_size,
-            cursor=cursor,
-        )
+        async def work() -> dict[str, Any]:
+            return await results.scan_results(
+                caller,
+                task_id,
+                filters=filters.chosen(),
+                sort=sort,
+                profile=profile,
+                custom_fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
+                page_size=page_size,
+                cursor=cursor,
+            )
+
+        return await guard.run(caller, "get_scan_results", work(), task_id=task_id)
 
     @router.get("/{task_id}/hosts")
     async def hosts(
-        task_id: str, page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE), cursor: str | None = None
+        task_id: str,
+        caller: Caller = authenticated,
+        page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        return await results.host_summary(task_id, page_size=page_size, cursor=cursor)
+        work = results.host_summary(caller, task_id, page_size=page_size, cursor=cursor)
+        return await guard.run(caller, "get_host_summary", work, task_id=task_id)
 
     @router.get("/{task_id}/hosts/{host}")
-    async def one_host(task_id: str, host: str) -> dict[str, Any]:
-        return await results.host_summary(task_id, host)
+    async def one_host(task_id: str, host: str, caller: Caller = authenticated) -> dict[str, Any]:
+        return await guard.run(caller, "get_host_summary", results.host_summary(caller, task_id, host), task_id=task_id)
 
     @router.get("/{task_id}/findings/{host}/{plugin_id}")
-    async def finding(task_id: str, host: str, plugin_id: int, port: int | None = None) -> dict[str, Any]:
-        return await results.finding(task_id, host, plugin_id, port)
+    async def finding(
+        task_id: str, host: str, plugin_id: int, caller: Caller = authenticated, port: int | None = None
+    ) -> dict[str, Any]:
+        work = results.finding(caller, task_id, host, plugin_id, port)
+        return await guard.run(caller, "get_finding", work, task_id=task_id)
 
     return router

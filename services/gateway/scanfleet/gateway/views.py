@@ -30,7 +30,10 @@ def status(record: TaskRecord) -> dict[str, Any]:
         "created_at": _iso(record.created_at),
         "started_at": _iso(record.started_at),
         "completed_at": _iso(record.finished_at),
+        "submitted_by": record.submitted_by,
     }
+    if record.cancelled_by:
+        out["cancelled_by"] = record.cancelled_by
     if record.state == "running":
         out["paused"] = record.paused
         if record.pause_requested != record.paused:
@@ -58,6 +61,27 @@ def status(record: TaskRecord) -> dict[str, Any]:
     if record.troubleshooting:
         out["troubleshooting"] = record.troubleshooting
     return out
+
+
+LISTED_TARGETS = 5
+
+
+def task_line(record: TaskRecord) -> dict[str, Any]:
+    """One row of ``list_tasks``: enough to pick a task, never its whole target list."""
+    return {
+        "task_id": record.task_id,
+        "name": record.name,
+        "status": str(record.state),
+        "scan_type": record.scan_type,
+        "scanner_pool": record.pool,
+        "targets": record.targets[:LISTED_TARGETS],
+        "target_count": len(record.targets),
+        "progress": record.progress,
+        "created_at": _iso(record.created_at),
+        "completed_at": _iso(record.finished_at),
+        "submitted_by": record.submitted_by,
+        **({"authentication_status": record.results.auth_status} if record.results else {}),
+    }
 
 
 def submitted(record: TaskRecord, placement: dict[str, Any], fleet: list[ScannerView]) -> dict[str, Any]:
