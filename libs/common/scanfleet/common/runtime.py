@@ -72,7 +72,9 @@ class Runtime:
 
 async def open_runtime(service: str, settings: Settings, *, topology: contract.Topology | None = None) -> Runtime:
     """Connect, make sure the contract exists (idempotent), and open the buckets."""
-    nc = await connect(settings.nats_url, name=f"scanfleet-{service}")
+    nc = await connect(
+        settings.nats_url, name=f"scanfleet-{service}", user=settings.nats_user, password=settings.nats_password
+    )
     js = nc.jetstream()
     await provision(js, topology or contract.Topology())
     buckets = {b.name: await ensure_bucket(js, b) for b in contract.BUCKETS}
