@@ -13,6 +13,21 @@
 # Every item of the variable except scanners_yaml becomes an environment variable of the
 # provision, dispatcher and agent tasks, which substitute them into scanners.yaml.
 #
+# NATS runs with authentication, one user per service (scanfleet.common.nats_auth): the
+# nats task's own variable holds the server config and every password; each other task's
+# own variable (nomad/jobs/scanfleet/<group>/<task>, readable by that task only) holds its
+# password as nats_password:
+#   for u in gateway dispatcher agent validator janitor provision admin; do
+#     eval "pw_$u=$(openssl rand -hex 32)"; done
+#   nomad var put -force nomad/jobs/scanfleet/nats/nats nats_conf=@../compose/nats-server.conf \
+#       NATS_GATEWAY_PASSWORD=$pw_gateway NATS_DISPATCHER_PASSWORD=$pw_dispatcher \
+#       NATS_AGENT_PASSWORD=$pw_agent NATS_VALIDATOR_PASSWORD=$pw_validator \
+#       NATS_JANITOR_PASSWORD=$pw_janitor NATS_PROVISION_PASSWORD=$pw_provision \
+#       NATS_ADMIN_PASSWORD=$pw_admin
+#   for t in gateway/gateway dispatcher/dispatcher agent/agent validator/validator \
+#            janitor/janitor dispatcher/provision agent/provision; do
+#     u=${t#*/}; eval "pw=\$pw_$u"; nomad var put -force nomad/jobs/scanfleet/$t nats_password=$pw; done
+#
 # Layout: one group per process so each restarts, updates and scales on its own.
 #   nats        nats-server with JetStream (single node, sticky disk)
 #   gateway     MCP (/mcp) and REST (/v1) on the "http" port; checks /ready
@@ -69,6 +84,27 @@ locals {
   scanners_yaml = <<-EOT
     {{- with nomadVar "nomad/jobs/scanfleet" }}{{ .scanners_yaml }}{{ end }}
   EOT
+
+  # nats-server.conf (deploy/compose/nats-server.conf) and the passwords it reads from its
+  # environment, from the nats task's own variable.
+  nats_conf = <<-EOT
+    {{- with nomadVar "nomad/jobs/scanfleet/nats/nats" }}{{ .nats_conf }}{{ end }}
+  EOT
+
+  nats_passwords_env = <<-EOT
+    {{- with nomadVar "nomad/jobs/scanfleet/nats/nats" }}
+    {{- range $k, $v := . }}{{ if ne $k "nats_conf" }}
+    {{ $k }}={{ printf "%q" (print $v) }}
+    {{- end }}{{ end }}
+    {{- end }}
+  EOT
+
+  # SCANFLEET_NATS_PASSWORD of one task, from that task's own variable.
+  nats_password_env = <<-EOT
+    {{- with nomadVar (printf "nomad/jobs/scanfleet/%s/%s" (env "NOMAD_GROUP_NAME") (env "NOMAD_TASK_NAME")) }}
+    SCANFLEET_NATS_PASSWORD={{ printf "%q" (print .nats_password) }}
+    {{- end }}
+  EOT
 }
 
 job "scanfleet" {
@@ -89,7 +125,6 @@ job "scanfleet" {
 
     network {
       port "client" { to = 4222 }
-      port "monitor" { to = 8222 }
     }
 
     # JetStream's store survives restarts and updates on the same node (sticky) and is
@@ -114,11 +149,11 @@ job "scanfleet" {
       provider = "nomad"
       port     = "client"
 
+      # Monitoring listens on the container's loopback only, so the check is a TCP one.
       check {
-        name     = "jetstream"
-        type     = "http"
-        port     = "monitor"
-        path     = "/healthz?js-enabled-only=true"
+        name     = "client"
+        type     = "tcp"
+        port     = "client"
         interval = "10s"
         timeout  = "3s"
       }
@@ -129,8 +164,21 @@ job "scanfleet" {
 
       config {
         image = var.nats_image
-        ports = ["client", "monitor"]
-        args  = ["-js", "-sd", "/alloc/data/jetstream", "-m", "8222"]
+        ports = ["client"]
+        args  = ["-c", "/local/nats-server.conf", "-sd", "/alloc/data/jetstream"]
+      }
+
+      template {
+        data        = local.nats_conf
+        destination = "local/nats-server.conf"
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_passwords_env
+        destination = "secrets/nats.env"
+        env         = true
+        change_mode = "restart"
       }
 
       resources {
@@ -182,6 +230,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "gateway"
         SCANFLEET_GATEWAY_HOST = "0.0.0.0"
         SCANFLEET_GATEWAY_PORT = "8080"
         SCANFLEET_LOG_LEVEL    = var.log_level
@@ -190,6 +239,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "restart"
       }
@@ -248,6 +304,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "provision"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
         SCANFLEET_LOG_LEVEL     = var.log_level
       }
@@ -272,6 +329,13 @@ job "scanfleet" {
         change_mode = "noop"
       }
 
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
+        env         = true
+        change_mode = "noop"
+      }
+
       resources {
         cpu    = 200
         memory = 128
@@ -288,6 +352,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "dispatcher"
         SCANFLEET_SERVICE_HOST = "0.0.0.0"
         SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
@@ -311,6 +376,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "restart"
       }
@@ -367,6 +439,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "provision"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
         SCANFLEET_LOG_LEVEL     = var.log_level
       }
@@ -387,6 +460,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "noop"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "noop"
       }
@@ -410,6 +490,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "agent"
         SCANFLEET_SERVICE_HOST = "0.0.0.0"
         SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_SCANNERS_FILE = "/local/scanners.yaml" # the task dir, as the container sees it
@@ -433,6 +514,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "restart"
       }
@@ -485,6 +573,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "validator"
         SCANFLEET_SERVICE_HOST = "0.0.0.0"
         SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_LOG_LEVEL = var.log_level
@@ -493,6 +582,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "restart"
       }
@@ -545,6 +641,7 @@ job "scanfleet" {
       }
 
       env {
+        SCANFLEET_NATS_USER     = "janitor"
         SCANFLEET_SERVICE_HOST = "0.0.0.0"
         SCANFLEET_SERVICE_PORT = "8081"
         SCANFLEET_LOG_LEVEL = var.log_level
@@ -553,6 +650,13 @@ job "scanfleet" {
       template {
         data        = local.nats_url_env
         destination = "local/nats.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      template {
+        data        = local.nats_password_env
+        destination = "secrets/nats-user.env"
         env         = true
         change_mode = "restart"
       }

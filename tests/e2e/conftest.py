@@ -18,7 +18,8 @@ from scanfleet.common import contract
 
 
 def running_stack(options: StackOptions) -> Iterator[Stack]:
-    """Start the stack, hand it over, then stop it and insist every process exited cleanly."""
+    """Start the stack, hand it over, then stop it and insist every process exited cleanly
+    and that nats-server refused none of them anything."""
     running = Stack(options)
     try:
         running.start()
@@ -32,6 +33,9 @@ def running_stack(options: StackOptions) -> Iterator[Stack]:
         codes = running.stop()
         print(running.log_tail(10))
         assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+        # Every service ran as its own NATS user: not one step outside its permissions.
+        refused = [line for line in running.nats.log_file.read_text().splitlines() if "Violation" in line]
+        assert not refused, "NATS refused a service:\n" + "\n".join(refused[:20])
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import yaml
 from scanfleet.cli import parser
 from scanfleet.cli.stack import SERVICES
 from scanfleet.common.config import ConfigError, Settings, load_fleet
+from scanfleet.common.nats_auth import USERS, deploy_config, password_env
 from scanfleet.emulator.config import EmulatorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,3 +299,60 @@ def test_nomad_delivers_scanners_and_secrets_with_templates() -> None:
     assert len(re.findall(r"^\s*restart \{", text, re.M)) >= 6
     assert re.search(r"image\s*=\s*var\.image", text)
     assert "0.0.0.0" in text
+
+
+# NATS authentication ------------------------------------------------------------------------
+
+NATS_CONF = COMPOSE_DIR / "nats-server.conf"
+
+
+def test_committed_nats_config_is_generated_from_the_contract() -> None:
+    """Regenerate with: python -c "from scanfleet.common.nats_auth import deploy_config;
+    print(deploy_config(), end='')" > deploy/compose/nats-server.conf"""
+    assert NATS_CONF.read_text() == deploy_config()
+    text = NATS_CONF.read_text()
+    assert 'http: "127.0.0.1:8222"' in text
+    for user in USERS:
+        assert f"password: ${password_env(user)}\n" in text, user
+
+
+def test_compose_nats_requires_authentication_and_publishes_nothing() -> None:
+    nats = _compose()["services"]["nats"]
+    assert nats["command"] == ["-c", "/etc/nats/nats-server.conf"]
+    mounts = {v["target"]: v for v in nats["volumes"] if isinstance(v, dict)}
+    conf = mounts["/etc/nats/nats-server.conf"]
+    assert (COMPOSE_DIR / conf["source"]).resolve() == NATS_CONF and conf["read_only"] is True
+    assert set(nats["environment"]) == {password_env(u) for u in USERS}
+    for name, value in nats["environment"].items():
+        assert value.startswith(f"${{{name}:?"), name
+    assert "ports" not in nats
+
+
+def test_compose_every_service_has_its_own_nats_user() -> None:
+    users = {}
+    for name, svc in _scanfleet_services().items():
+        env = svc["environment"]
+        if name == "emulator":
+            assert "SCANFLEET_NATS_USER" not in env
+            continue
+        users[name] = env["SCANFLEET_NATS_USER"]
+        assert users[name] == name
+        assert env["SCANFLEET_NATS_PASSWORD"].startswith(f"${{{password_env(name)}:?"), name
+    assert set(users.values()) == {*SERVICES, "provision"}
+    assert "NATS_" not in ENV_EXAMPLE.read_text(), "NATS passwords never go to the containers' env_file"
+
+
+def test_nomad_nats_requires_authentication_and_every_task_has_its_user() -> None:
+    text = _nomad()
+    assert re.search(r'args\s*=\s*\["-c", "/local/nats-server.conf"', text)
+    assert 'port "monitor"' not in text
+    assert 'nomadVar "nomad/jobs/scanfleet/nats/nats"' in text
+    tasks = re.findall(r'\n    task "([a-z]+)" \{(.*?)\n    \}', text, re.S)
+    blocks = dict(tasks)
+    assert set(blocks) == {*SERVICES, "provision", "nats"}
+    for task, block in tasks:
+        if task != "nats":
+            assert f'SCANFLEET_NATS_USER     = "{task}"' in block, task
+            assert "local.nats_password_env" in block, task
+            assert "local.nats_passwords_env" not in block, task
+    assert "local.nats_passwords_env" in blocks["nats"]

@@ -1,7 +1,9 @@
 """The embedded default: nats-server, an emulated fleet and the five services as processes.
 
 ``scanfleet up`` runs it for a newcomer; the end-to-end tests run the very same thing, and
-can kill or restart any part of it.
+can kill or restart any part of it. nats-server runs with authentication, one user per
+service (``common/nats_auth.py``); every part but the gateway listens on loopback only,
+whatever ``host`` the gateway is given.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import httpx
 import yaml
 
 from scanfleet.common.crypto import generate_key_spec
-from scanfleet.common.embedded import NatsServer, free_port
+from scanfleet.common.embedded import LOOPBACK, NatsServer, free_port
+from scanfleet.common.nats_auth import generate_passwords, write_private
 
 SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
 
@@ -83,11 +86,15 @@ class Stack:
         self.options = options
         self.data_dir = options.data_dir.resolve()
         self.logs = self.data_dir / "logs"
-        self.nats = NatsServer(self.data_dir / "nats", host=options.host, port=options.nats_port)
+        # New passwords at every start; the services get theirs through their environment.
+        self.nats_passwords = generate_passwords()
+        self.nats = NatsServer(
+            self.data_dir / "nats", host=LOOPBACK, port=options.nats_port, passwords=self.nats_passwords
+        )
         self.gateway_port = options.gateway_port or free_port(options.host)
-        self.emulator_ports = {s: free_port(options.host) for s in options.fleet}
+        self.emulator_ports = {s: free_port(LOOPBACK) for s in options.fleet}
         # /health, /ready, /metrics of each service process (the gateway serves them on its own port).
-        self.service_ports = {s: free_port(options.host) for s in SERVICES if s != "gateway"}
+        self.service_ports = {s: free_port(LOOPBACK) for s in SERVICES if s != "gateway"}
         self.secrets = {s: (secrets.token_hex(32), secrets.token_hex(32)) for s in options.fleet}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.credential_keys = generate_key_spec("k1")
@@ -106,10 +113,10 @@ class Stack:
         """Where a service process serves /health, /ready and /metrics."""
         if name == "gateway":
             return self.gateway_url
-        return f"http://{self.options.host}:{self.service_ports[name]}"
+        return f"http://{LOOPBACK}:{self.service_ports[name]}"
 
     def emulator_url(self, scanner: EmulatedScanner) -> str:
-        return f"http://{self.options.host}:{self.emulator_ports[scanner]}"
+        return f"http://{LOOPBACK}:{self.emulator_ports[scanner]}"
 
     @property
     def scanners_file(self) -> Path:
@@ -119,7 +126,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCANFLEET_")}
         env.update(
             {
-                "SCANFLEET_NATS_URL": self.nats.url,
+                "SCANFLEET_NATS_URL": self.nats.address,
                 "SCANFLEET_SCANNERS_FILE": str(self.scanners_file),
                 "SCANFLEET_GATEWAY_HOST": self.options.host,
                 "SCANFLEET_GATEWAY_PORT": str(self.gateway_port),
@@ -142,9 +149,20 @@ class Stack:
     def credential_store(self) -> Path:
         return self.data_dir / "credentials.yaml"
 
+    @property
+    def nats_passwords_file(self) -> Path:
+        """Every NATS user's password (the admin's for the nats CLI), readable by the owner only."""
+        return self.data_dir / "nats-users.json"
+
+    def nats_env(self, user: str) -> dict[str, str]:
+        return {"SCANFLEET_NATS_USER": user, "SCANFLEET_NATS_PASSWORD": self.nats_passwords[user]}
+
     def service_env(self, service: str) -> dict[str, str]:
-        """Only the gateway and the agents hold the credential key; only the agents the store."""
+        """Only the gateway and the agents hold the credential key; only the agents the store.
+        Each service connects to NATS as its own user; the emulator not at all."""
         env = self.env()
+        if service in self.nats_passwords:
+            env.update(self.nats_env(service))
         if service not in ("gateway", "agent"):
             env.pop("SCANFLEET_CREDENTIAL_KEYS", None)
         if service != "agent":
@@ -205,8 +223,8 @@ class Stack:
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         ops: dict[str, str] = {}
         if args[0] in SERVICES and args[0] != "gateway":
-            port = self.service_ports.setdefault(name, free_port(self.options.host))
-            ops = {"SCANFLEET_SERVICE_HOST": self.options.host, "SCANFLEET_SERVICE_PORT": str(port)}
+            port = self.service_ports.setdefault(name, free_port(LOOPBACK))
+            ops = {"SCANFLEET_SERVICE_HOST": LOOPBACK, "SCANFLEET_SERVICE_PORT": str(port)}
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanfleet.cli", *args],
@@ -223,14 +241,15 @@ class Stack:
     def start(self, *, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        write_private(self.nats_passwords_file, json.dumps(self.nats_passwords, indent=2) + "\n")
         self.nats.start()
         self.write_files()
         emulator = self._spawn("emulator", "emulator", "--fleet", str(self.data_dir / "emulator-fleet.json"))
         for port in self.emulator_ports.values():
-            _wait_port(self.options.host, port, emulator, timeout)
+            _wait_port(LOOPBACK, port, emulator, timeout)
         provision = subprocess.run(
             [sys.executable, "-m", "scanfleet.cli", "provision"],
-            env=self.env(),
+            env={**self.env(), **self.nats_env("provision")},
             capture_output=True,
             text=True,
             timeout=timeout,

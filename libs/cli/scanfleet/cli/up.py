@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         f"scanfleet: ready in {time.monotonic() - started:.1f}s\n"
         f"  MCP endpoint : {stack.mcp_url}\n"
         f"  REST API     : {stack.gateway_url}/v1  (e.g. {stack.gateway_url}/v1/scanners)\n"
-        f"  NATS         : {stack.nats.url}\n"
+        f"  NATS         : {stack.nats.address} (loopback; users and passwords in {stack.nats_passwords_file})\n"
         f"  ops (/metrics, /health, /ready): {ops}\n"
         f"  scanners     : {scanners} (emulated, scans take ~{options.scan_duration:.0f}s)\n"
         f"  logs         : {stack.logs}\n"

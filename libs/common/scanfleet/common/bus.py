@@ -36,13 +36,25 @@ from nats.js.kv import KeyValue
 from scanfleet.common import contract
 from scanfleet.common.aio import honour_cancel
 from scanfleet.common.messages import DeadLetter, utcnow
+from scanfleet.common.nats_auth import inbox_prefix
 from scanfleet.common.telemetry import inject_headers, producer_span, record_publish
 
 log = logging.getLogger("scanfleet.bus")
 
 
-async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> NATS:
-    """Connect with endless reconnects; connection events are logged, never raised."""
+async def connect(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 5.0,
+    user: str | None = None,
+    password: str | None = None,
+) -> NATS:
+    """Connect with endless reconnects; connection events are logged, never raised.
+
+    With a ``user``, replies come to that user's own inbox prefix, the only one its NATS
+    permissions let it subscribe to (``nats_auth.inbox_prefix``).
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -67,6 +79,9 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> NATS:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         closed_cb=on_closed,
+        user=user,
+        password=password,
+        inbox_prefix=inbox_prefix(user) if user else "_INBOX",
     )
 
 
@@ -152,7 +167,19 @@ async def provision(js: JetStreamContext, topology: contract.Topology) -> None:
     for store in contract.OBJECT_STORES:
         await ensure_object_store(js, store)
     for stream_name, consumer in topology.consumers():
-        await js.add_consumer(stream_name, consumer)
+        await ensure_consumer(js, stream_name, consumer)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create or update a durable consumer, but only when it is missing or differs: a service
+    whose NATS user may only read consumer info passes when provisioning already ran."""
+    assert config.durable_name is not None
+    try:
+        current = (await js.consumer_info(stream, config.durable_name)).config.as_dict()
+    except NotFoundError:
+        current = None
+    if current is None or any(current.get(k) != v for k, v in config.as_dict().items() if v is not None):
+        await js.add_consumer(stream, config)
 
 
 # Publishing and consuming ----------------------------------------------------------------

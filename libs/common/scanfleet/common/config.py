@@ -28,6 +28,9 @@ class ConfigError(ValueError):
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    # This service's NATS user and password (nats-server with authentication: common/nats_auth.py).
+    nats_user: str | None = None
+    nats_password: str | None = None
     scanners_file: str | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -84,7 +87,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     validator_parse_workers: int | None = None
 
     def __repr__(self) -> str:
-        return f"Settings(nats_url={self.nats_url!r}, credential_keys={'<set>' if self.credential_keys else None})"
+        url = re.sub(r"//[^/@]*@", "//<credentials>@", self.nats_url)
+        return (
+            f"Settings(nats_url={url!r}, nats_user={self.nats_user!r}, "
+            f"nats_password={'<set>' if self.nats_password else None}, "
+            f"credential_keys={'<set>' if self.credential_keys else None})"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

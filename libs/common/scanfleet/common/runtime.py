@@ -74,7 +74,9 @@ class Runtime:
 
 async def open_runtime(service: str, settings: Settings, *, topology: contract.Topology | None = None) -> Runtime:
     """Connect, make sure the contract exists (idempotent), and open the buckets."""
-    nc = await connect(settings.nats_url, name=f"scanfleet-{service}")
+    nc = await connect(
+        settings.nats_url, name=f"scanfleet-{service}", user=settings.nats_user, password=settings.nats_password
+    )
     js = nc.jetstream()
     retention = settings.audit_retention_days * contract.DAY
     await provision(js, dataclasses.replace(topology or contract.Topology(), audit_max_age=retention))

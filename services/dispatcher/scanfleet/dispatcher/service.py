@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import dead_letter_for, publish, pull
+from scanfleet.common.bus import dead_letter_for, ensure_consumer, publish, pull
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.contract import EventKind, instance_key
 from scanfleet.common.lease import Lease
@@ -286,7 +286,7 @@ class Dispatcher:
         fleet = load_fleet(self.settings.require_scanners_file())
         report = await sync_registry(self.rt.registry, self.rt.capacity, fleet)
         for stream, consumer in fleet.topology(self.settings.dispatch_ack_wait).consumers():
-            await self.rt.js.add_consumer(stream, consumer)
+            await ensure_consumer(self.rt.js, stream, consumer)
         log.info("reloaded scanners.yaml: %s", report.describe())
 
     async def run(self) -> None:
