@@ -64,8 +64,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--scan-duration", type=float, default=20.0, help="seconds an emulated scan runs")
     up.set_defaults(run=_up)
     from scanfleet.cli.admin import add_admin_commands
+    from scanfleet.cli.clients import add_clients_commands
 
     add_admin_commands(sub)
+    add_clients_commands(sub)
     return p
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from nats.aio.client import Client as NATS
 
 from scanfleet.common import audit
 from scanfleet.common.bus import connect
@@ -34,6 +35,17 @@ from scanfleet.common.clients import (
 from scanfleet.common.config import Settings
 from scanfleet.common.messages import utcnow
 from scanfleet.common.scope import Scope
+
+
+def cli_identity() -> str:
+    """Who ran the command, as an audit client id (subject-safe)."""
+    return "cli-" + re.sub(r"[^A-Za-z0-9_-]", "_", getpass.getuser())[:60]
+
+
+async def nats_connection(settings: Settings) -> NATS:
+    return await connect(
+        settings.nats_url, name="scanfleet-cli", user=settings.nats_user, password=settings.nats_password
+    )
 
 
 def clients_path(args: argparse.Namespace) -> Path:
@@ -149,13 +161,13 @@ async def record_change(action: str, result: dict[str, Any]) -> str | None:
     """Audit a change made from the command line; returns a warning when that was not possible."""
     settings = Settings.from_env()
     try:
-        nc = await asyncio.wait_for(connect(settings.nats_url, name="scanfleet-cli"), timeout=3)
+        nc = await asyncio.wait_for(nats_connection(settings), timeout=3)
     except Exception as exc:  # any failure to reach NATS leaves the change made but unaudited
         return f"not recorded in the audit stream: NATS unreachable ({type(exc).__name__})"
     try:
         shown = {k: v for k, v in result.items() if k != "token"}
         record = audit.AuditRecord(
-            client=f"cli-{getpass.getuser()}", role="admin", auth="local", interface="cli",
+            client=cli_identity(), role="admin", auth="local", interface="cli",
             action=f"clients.{action}", decision="allow", reason=json.dumps(shown),
         )  # fmt: skip
         await audit.append(nc.jetstream(), record)
@@ -209,7 +221,9 @@ def parse_since(text: str) -> timedelta:
 
 async def read_audit(args: argparse.Namespace) -> list[audit.AuditRecord]:
     settings = Settings.from_env()
-    nc = await connect(args.nats_url or settings.nats_url, name="scanfleet-audit")
+    if args.nats_url:
+        settings = msgspec.structs.replace(settings, nats_url=args.nats_url)
+    nc = await nats_connection(settings)
     try:
         query = audit.AuditQuery(
             client=args.client, task_id=args.task, action=args.action, decision=args.decision,

@@ -22,9 +22,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from scanfleet.common.clients import Client, ClientsFile, Role, issue_token, load_clients, save_clients
 from scanfleet.common.crypto import generate_key_spec
 from scanfleet.common.embedded import LOOPBACK, NatsServer, free_port
 from scanfleet.common.nats_auth import generate_passwords, write_private
+from scanfleet.common.scope import Scope
 
 SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
 
@@ -35,6 +37,11 @@ class EmulatedScanner:
     id: str
     max_concurrent_scans: int = 2
 
+
+# The emulated fleet answers for any address; the local client may scan these, and nothing else.
+EMULATED_RANGES = ("10.0.0.0/8", "192.168.0.0/16")
+EMULATED_NAMES = ("*.scanfleet.test",)
+LOCAL_CLIENT = "local"
 
 DEFAULT_FLEET = (
     EmulatedScanner("default", "scanner-1", 2),
@@ -98,6 +105,8 @@ class Stack:
         self.secrets = {s: (secrets.token_hex(32), secrets.token_hex(32)) for s in options.fleet}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.credential_keys = generate_key_spec("k1")
+        self.token = ""
+        self.new_token = False
 
     # Addresses --------------------------------------------------------------------------
 
@@ -132,6 +141,7 @@ class Stack:
                 "SCANFLEET_GATEWAY_PORT": str(self.gateway_port),
                 "SCANFLEET_POLL_INTERVAL": str(self.options.poll_interval),
                 "SCANFLEET_LOG_LEVEL": self.options.log_level,
+                "SCANFLEET_CLIENTS_FILE": str(self.clients_file),
             }
         )
         for scanner, (access, secret) in self.secrets.items():
@@ -170,6 +180,43 @@ class Stack:
             for key in [k for k in env if k.startswith("SCANFLEET_CRED_")]:
                 env.pop(key)
         return env
+
+    @property
+    def clients_file(self) -> Path:
+        return self.data_dir / "clients.yaml"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "local-token"
+
+    def ensure_local_client(self) -> bool:
+        """On first start: a local admin client scoped to the emulated ranges, and its token
+        (kept in ``local-token``, owner-only). Returns True when the token is new."""
+        if self.clients_file.exists() and self.token_file.exists():
+            self.token = self.token_file.read_text().strip()
+            return False
+        data = load_clients(self.clients_file) if self.clients_file.exists() else ClientsFile()
+        if not any(c.id == LOCAL_CLIENT for c in data.clients):
+            scope = Scope(
+                targets=list(EMULATED_RANGES),
+                hostnames=list(EMULATED_NAMES),
+                scan_types=["untrusted", "authenticated", "authenticated_privileged"],
+                credential_refs=["*"],
+                max_targets=65_536,
+                max_active=1_000,
+                submissions_per_minute=600,
+            )
+            data.clients.append(
+                Client(id=LOCAL_CLIENT, role=Role.ADMIN, description="created by scanfleet up", scope=scope)
+            )
+        self.token = issue_token(data, LOCAL_CLIENT, label="scanfleet up")
+        save_clients(self.clients_file, data)
+        write_private(self.token_file, self.token + "\n")
+        return True
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     # Files ------------------------------------------------------------------------------
 
@@ -242,6 +289,7 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         write_private(self.nats_passwords_file, json.dumps(self.nats_passwords, indent=2) + "\n")
+        self.new_token = self.ensure_local_client()
         self.nats.start()
         self.write_files()
         emulator = self._spawn("emulator", "emulator", "--fleet", str(self.data_dir / "emulator-fleet.json"))

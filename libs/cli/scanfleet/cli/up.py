@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from scanfleet.cli.stack import Stack, StackOptions
+from scanfleet.cli.stack import EMULATED_RANGES, Stack, StackOptions
 from scanfleet.common.embedded import free_port
 
 
@@ -36,9 +36,15 @@ def main(args: argparse.Namespace) -> int:
         return 1
     scanners = ", ".join(f"{s.pool}/{s.id}" for s in options.fleet)
     ops = ", ".join(f"{name} {stack.service_url(name)}" for name in ("gateway", *stack.service_ports))
+    if stack.new_token:
+        token = f"{stack.token}\n                 (shown once; kept in {stack.token_file}, owner-only)"
+    else:
+        token = f"in {stack.token_file}"
     print(
         f"scanfleet: ready in {time.monotonic() - started:.1f}s\n"
         f"  MCP endpoint : {stack.mcp_url}\n"
+        f"  token        : {token}\n"
+        f"                 as 'Authorization: Bearer <token>'; client 'local' may scan {', '.join(EMULATED_RANGES)}\n"
         f"  REST API     : {stack.gateway_url}/v1  (e.g. {stack.gateway_url}/v1/scanners)\n"
         f"  NATS         : {stack.nats.address} (loopback; users and passwords in {stack.nats_passwords_file})\n"
         f"  ops (/metrics, /health, /ready): {ops}\n"

@@ -31,10 +31,10 @@ SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
 USERS = (*SERVICES, "provision", "admin")
 
 API = "$JS.API"
-REQUEST_SUBJECTS = "scan.request.>"
-ASSIGN_SUBJECTS = "scan.assign.>"
-EVENT_SUBJECTS = "scan.event.>"
-DLQ_SUBJECTS = "scan.dlq.>"
+REQUEST_SUBJECTS = contract.REQUESTS_FILTER
+ASSIGN_SUBJECTS = contract.ASSIGNMENTS_FILTER
+EVENT_SUBJECTS = contract.EVENTS_FILTER
+DLQ_SUBJECTS = contract.DLQ_FILTER
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _obj_stream(store: str) -> str:
 
 
 def _all_streams() -> list[str]:
-    names = [s.name for s in contract.STREAMS if s.name]
+    names = [s.name for s in contract.Topology().streams() if s.name]
     names += [_kv_stream(b.name) for b in contract.BUCKETS]
     names += [_obj_stream(o.name) for o in contract.OBJECT_STORES]
     return names
@@ -150,6 +150,10 @@ def _publish(user: str) -> list[str]:
             *_kv_read(c.AGENTS_BUCKET),
             *_kv_read(c.POOL_STATS_BUCKET),
             *_objects_read(c.FINDINGS_OBJECTS),
+            # access control: each client's tasks, and the audit trail (append; admins read it)
+            *_kv_write(c.CLIENT_TASKS_BUCKET),
+            c.AUDIT_FILTER,
+            *_ordered_reader(c.AUDIT_STREAM),
         ]
     if user == "dispatcher":
         return [
@@ -168,6 +172,7 @@ def _publish(user: str) -> list[str]:
             *_kv_write(c.LEASES_BUCKET),
             *_kv_write(c.POOL_STATS_BUCKET),
             *_kv_read(c.AGENTS_BUCKET),
+            *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
         ]
     if user == "agent":
         return [
@@ -180,6 +185,7 @@ def _publish(user: str) -> list[str]:
             *_kv_write(c.AGENTS_BUCKET),
             *_kv_read(c.REGISTRY_BUCKET),
             *_objects_write(c.EXPORTS_OBJECTS),
+            *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
         ]
     if user == "validator":
         return [
@@ -190,6 +196,7 @@ def _publish(user: str) -> list[str]:
             *_kv_write(c.CAPACITY_BUCKET),
             *_objects_read(c.EXPORTS_OBJECTS),
             *_objects_write(c.FINDINGS_OBJECTS),
+            *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
         ]
     if user == "janitor":
         return [
@@ -212,6 +219,7 @@ def _publish(user: str) -> list[str]:
             # expired tasks: their objects go
             *_objects_write(c.EXPORTS_OBJECTS),
             *_objects_write(c.FINDINGS_OBJECTS),
+            *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
         ]
     if user == "provision":
         streams = _all_streams()
