@@ -17,7 +17,7 @@ from scanfleet.common import contract
 from scanfleet.common.messages import DeadLetter, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from tests.integration.test_janitor_expiry import add_task
+from tests.helpers import add_task
 
 
 async def a_letter(rt: Runtime, task_id: str, stage: str = "agent") -> int:
