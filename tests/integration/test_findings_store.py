@@ -23,7 +23,7 @@ from scanfleet.gateway.core import Gateway, GatewayError
 from scanfleet.gateway.results import Results
 from scanfleet.validator import metrics
 from scanfleet.validator.service import Validator
-from tests.helpers import submit_export, task_events
+from tests.helpers import MALFORMED, submit_export, task_events
 
 TERMINAL = {"completed", "failed"}
 
@@ -134,7 +134,7 @@ def hostile_exports(corpus: Path) -> Iterator[tuple[str, bytes, str]]:
     good = (corpus / "sner4__parser-nessus-simple.nessus").read_bytes()
     yield (
         "malformed_corpus_file",
-        (corpus / "ruby-nessus__spec_example_v2_MALFORMED.nessus").read_bytes(),
+        (corpus / MALFORMED).read_bytes(),
         "xml_invalid",
     )
     yield (
