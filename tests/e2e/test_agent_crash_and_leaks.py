@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.e2e.conftest import mcp_client, running_stack, scanner_named, tool_error, tool_json, wait_terminal
+from tests.helpers import mcp_client, running_stack, scanner_named, tool_error, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,17 @@ from mcp import Client
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.messages import Heartbeat, decode
-from tests.e2e.conftest import mcp_client, running_stack, scanner_named, tool_json, wait_terminal
-from tests.e2e.test_controls import eventually, running_scan, status_of, wait_event
+from tests.helpers import (
+    mcp_client,
+    running_scan,
+    running_stack,
+    scanner_named,
+    status_of,
+    tool_json,
+    until,
+    wait_event,
+    wait_terminal,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +85,7 @@ async def test_open_circuit_routes_new_scans_around_and_closes_after_the_cooldow
         async def opened() -> bool:
             return bool((await scanner_view(mcp, "scanner-1"))["circuit"] == "open")
 
-        await eventually(opened, "the circuit of scanner-1 to open")
+        await until(opened, "the circuit of scanner-1 to open", every=0.2)
         view = await scanner_view(mcp, "scanner-1")
         assert view["usable"] is False and view["circuit_failures"] >= 5
         assert "circuit open" in view["problem"]
@@ -101,7 +110,7 @@ async def test_open_circuit_routes_new_scans_around_and_closes_after_the_cooldow
         async def closed() -> bool:
             return bool((await scanner_view(mcp, "scanner-1"))["circuit"] == "closed")
 
-        await eventually(closed, "the trial after the cooldown to close the circuit", within=COOLDOWN + 15)
+        await until(closed, "the trial after the cooldown to close the circuit", within=COOLDOWN + 15, every=0.2)
         assert datetime.now(UTC).timestamp() >= opened_at.timestamp() + COOLDOWN
         view = await scanner_view(mcp, "scanner-1")
         assert view["usable"] is True and view["circuit_failures"] == 0

@@ -6,94 +6,35 @@ is stopped (the emulator's own stats); nonsensical requests are refused with the
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-import msgspec
-import nats
 import pytest
-from mcp import Client
 
 from scanfleet.cli.stack import Stack
-from scanfleet.common import contract
-from scanfleet.common.capacity import Slots
-from tests.e2e.conftest import mcp_client, scanner_named, tool_error, tool_json, wait_terminal
+from scanfleet.common.tasks import TaskState
+from tests.helpers import (
+    emulator_scan,
+    mcp_client,
+    running_scan,
+    slot_freed,
+    slot_holders,
+    status_of,
+    tool_error,
+    tool_json,
+    until,
+    wait_terminal,
+    watch_task,
+)
 
 pytestmark = pytest.mark.e2e
 
 STOPPED = {"stopping", "canceled"}
 
 
-def long_scan(seconds: float) -> str:
-    """The emulator runs a scan for as long as its description says."""
-    return f"emulator-duration={seconds:g}"
-
-
-def emulator_scan(stack: Stack, pool: str, instance: str, task_id: str) -> dict[str, Any]:
-    scanner = scanner_named(stack, pool, instance)
-    access, secret = stack.secrets[scanner]
-    response = httpx.get(
-        f"{stack.emulator_url(scanner)}/_emulator/stats",
-        headers={"X-ApiKeys": f"accessKey={access}; secretKey={secret}"},
-    )
-    response.raise_for_status()
-    mine = [s for s in response.json()["scans"] if s["name"] == f"scanfleet-{task_id}"]
-    assert len(mine) == 1, f"exactly one Nessus scan for {task_id}: {mine}"
-    scan: dict[str, Any] = mine[0]
-    return scan
-
-
-async def slot_holders(stack: Stack, pool: str, instance: str) -> list[str]:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        kv = await nc.jetstream().key_value(contract.CAPACITY_BUCKET)
-        entry = await kv.get(contract.instance_key(pool, instance))
-        return msgspec.json.decode(entry.value or b"{}", type=Slots).tasks
-    finally:
-        await nc.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
-    """Poll a status API with a deadline."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
-async def wait_event(stack: Stack, task_id: str, kind: str, within: float = 30.0) -> None:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        sub = await nc.jetstream().subscribe(contract.event_subject(task_id, kind), ordered_consumer=True)
-        await sub.next_msg(timeout=within)
-    finally:
-        await nc.close()
-
-
-async def status_of(mcp: Client, task_id: str) -> dict[str, Any]:
-    return tool_json(await mcp.call_tool("get_scan_status", {"task_id": task_id}))
-
-
-async def running_scan(mcp: Client, stack: Stack, name: str, seconds: float, **where: str) -> dict[str, Any]:
-    task = tool_json(
-        await mcp.call_tool(
-            "run_untrusted_scan", {"targets": "10.70.0.1", "name": name, "description": long_scan(seconds), **where}
-        )
-    )
-    await wait_event(stack, task["task_id"], "running")
-    return await status_of(mcp, task["task_id"])
-
-
 async def assert_stopped_and_freed(stack: Stack, status: dict[str, Any]) -> None:
     task_id, pool, instance = status["task_id"], status["scanner_pool"], status["scanner_instance"]
 
-    async def freed() -> bool:
-        return task_id not in await slot_holders(stack, pool, instance)
-
-    await eventually(freed, f"the slot of {task_id} to be released")
+    await slot_freed(stack, pool, instance, task_id)
     assert emulator_scan(stack, pool, instance, task_id)["status"] in STOPPED
 
 
@@ -136,22 +77,21 @@ async def test_pause_then_resume_a_running_scan(stack: Stack) -> None:
         answer = tool_json(await mcp.call_tool("pause_scan", {"task_id": task_id}))
         assert answer["status"] == "running"
 
-        async def paused() -> bool:
-            return bool((await status_of(mcp, task_id)).get("paused"))
-
-        await eventually(paused, "the agent to pause the scan")
+        await watch_task(stack, task_id, lambda r: r.state is TaskState.RUNNING and r.paused)
         assert emulator_scan(stack, pool, instance, task_id)["status"] == "paused"
         again = tool_json(await mcp.call_tool("pause_scan", {"task_id": task_id}))
         assert again["paused"] is True and "already paused" in again["message"]
 
         tool_json(await mcp.call_tool("resume_scan", {"task_id": task_id}))
 
-        async def resumed() -> bool:
-            status = await status_of(mcp, task_id)
-            return status["status"] != "running" or status.get("paused") is False
+        await watch_task(stack, task_id, lambda r: r.state is not TaskState.RUNNING or not r.paused)
 
-        await eventually(resumed, "the agent to resume the scan")
-        assert emulator_scan(stack, pool, instance, task_id)["status"] in {"running", "completed"}
+        # A scan paused inside Nessus's short "pending" phase resumes into the rest of it; nothing announces the
+        # emulator's status, so poll it (a scan left paused never gets there and the wait fails).
+        async def active_again() -> bool:
+            return emulator_scan(stack, pool, instance, task_id)["status"] in {"running", "completed"}
+
+        await until(active_again, "the Nessus scan to run again after resume", within=10.0)
         kinds = await wait_terminal(stack, task_id)
         assert kinds[-1] == "completed" and "paused" in kinds and "resumed" in kinds
         assert kinds.index("paused") < kinds.index("resumed") < kinds.index("exporting")
@@ -171,10 +111,7 @@ async def test_cancel_a_paused_scan(stack: Stack) -> None:
         task_id = task["task_id"]
         tool_json(await mcp.call_tool("pause_scan", {"task_id": task_id}))
 
-        async def paused() -> bool:
-            return bool((await status_of(mcp, task_id)).get("paused"))
-
-        await eventually(paused, "the agent to pause the scan")
+        await watch_task(stack, task_id, lambda r: r.state is TaskState.RUNNING and r.paused)
         tool_json(await mcp.call_tool("cancel_scan", {"task_id": task_id, "reason": "no longer needed"}))
         assert (await wait_terminal(stack, task_id))[-1] == "cancelled"
         await assert_stopped_and_freed(stack, task)

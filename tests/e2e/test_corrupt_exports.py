@@ -14,8 +14,7 @@ from nats.js.errors import NotFoundError
 from scanfleet.cli.stack import Stack
 from scanfleet.common import contract
 from scanfleet.common.messages import DeadLetter
-from tests.e2e.conftest import mcp_client, scanner_named, tool_json, wait_terminal
-from tests.e2e.test_controls import emulator_scan, slot_holders
+from tests.helpers import emulator_scan, mcp_client, scanner_named, slot_holders, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import capacity, contract
-from tests.e2e.conftest import mcp_client, running_stack, tool_json, wait_terminal
+from tests.helpers import mcp_client, running_stack, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 

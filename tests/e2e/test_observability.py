@@ -3,7 +3,6 @@ by a real OTLP/HTTP endpoint; live metrics on every service's /metrics; /health 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanfleet.cli.stack import SERVICES, Stack, StackOptions
-from tests.e2e.conftest import mcp_client, running_stack, tool_json, wait_terminal
+from tests.helpers import mcp_client, running_stack, tool_json, until, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -117,11 +116,12 @@ def observed(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[OtlpRecei
 
 
 async def fleet_usable(stack: Stack, count: int = 3) -> None:
-    async with httpx.AsyncClient(base_url=stack.gateway_url) as http, asyncio.timeout(30):
-        while True:
-            if sum(s["usable"] for s in (await http.get("/v1/scanners")).json()["scanners"]) >= count:
-                return
-            await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+
+        async def usable() -> bool:
+            return bool(sum(s["usable"] for s in (await http.get("/v1/scanners")).json()["scanners"]) >= count)
+
+        await until(usable, f"{count} usable scanners", within=30.0, every=0.2)
 
 
 async def scrape(stack: Stack, service: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -148,13 +148,14 @@ async def test_one_scan_is_one_trace_across_all_five_services(
     assert (await wait_terminal(observed, task_id))[-1] == "completed"
 
     wanted = {f"scanfleet-{s}" for s in SERVICES}
-    async with asyncio.timeout(20):
-        while True:
-            spans = receiver[0].of_trace(trace_id)
-            janitor = [s for s in spans if s.service == "scanfleet-janitor"]
-            if {s.service for s in spans} >= wanted and janitor:
-                break
-            await asyncio.sleep(0.2)
+
+    async def exported() -> bool:
+        spans = receiver[0].of_trace(trace_id)
+        return {s.service for s in spans} >= wanted and any(s.service == "scanfleet-janitor" for s in spans)
+
+    await until(exported, "spans of every service", within=20.0, every=0.2)
+    spans = receiver[0].of_trace(trace_id)
+    janitor = [s for s in spans if s.service == "scanfleet-janitor"]
     assert {s.service for s in spans} == wanted
     by_id = {s.span_id: s for s in spans}
 
@@ -215,12 +216,13 @@ async def test_metrics_are_live_after_a_success_and_failures(observed: Stack) ->
     def grew(service: str, name: str, by: float, **labels: str) -> bool:
         return value(after[service], name, **labels) - value(before[service], name, **labels) >= by
 
-    async with asyncio.timeout(20):
-        while True:
-            after = {s: await scrape(observed, s) for s in SERVICES}
-            if grew("janitor", "nessus_scans_total", 2, scan_type="authenticated", pool="default", status="failed"):
-                break
-            await asyncio.sleep(0.2)
+    after: dict[str, dict[tuple[str, frozenset[tuple[str, str]]], float]] = {}
+
+    async def counted() -> bool:
+        after.update({s: await scrape(observed, s) for s in SERVICES})
+        return grew("janitor", "nessus_scans_total", 2, scan_type="authenticated", pool="default", status="failed")
+
+    await until(counted, "the janitor to count both failures", within=20.0, every=0.2)
 
     assert grew("gateway", "nessus_scans_total", 1, scan_type="untrusted", pool="default", status="queued")
     assert grew("gateway", "nessus_scans_total", 2, scan_type="authenticated", pool="default", status="queued")
@@ -232,10 +234,13 @@ async def test_metrics_are_live_after_a_success_and_failures(observed: Stack) ->
     assert grew("validator", "nessus_validation_failures_total", 1, pool="default", reason="auth_failed")
     assert grew("validator", "nessus_auth_failures_total", 1, pool="default", scan_type="authenticated")
 
-    async with asyncio.timeout(20):
-        while value(after["janitor"], "nessus_pool_dlq_depth", pool="default") < 1:
-            await asyncio.sleep(0.2)
-            after["janitor"] = await scrape(observed, "janitor")
+    async def dead_lettered() -> bool:
+        if value(after["janitor"], "nessus_pool_dlq_depth", pool="default") >= 1:
+            return True
+        after["janitor"] = await scrape(observed, "janitor")
+        return False
+
+    await until(dead_lettered, "the pool's dead-letter depth", within=20.0, every=0.2)
     assert value(after["janitor"], "nessus_dlq_size") >= value(
         after["janitor"], "nessus_pool_dlq_depth", pool="default"
     )

@@ -6,12 +6,10 @@ expires within seconds, and with the janitor's metrics port open.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +21,7 @@ from nats.js.errors import NotFoundError
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.e2e.conftest import running_stack, scanner_named, wait_terminal
+from tests.helpers import running_stack, scanner_named, until, wait_event, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -56,31 +54,12 @@ def cli(stack: Stack, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-async def until(check: Any, within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
-
-
 async def fleet_usable(http: httpx.AsyncClient) -> None:
     async def usable() -> bool:
         stats = (await http.get("/v1/admin/stats", headers=ADMIN)).json()
         return bool(sum(s["usable"] for s in stats["scanners"]) == 3)
 
-    await until(usable)
-
-
-async def wait_event(stack: Stack, task_id: str, kind: str, within: float = 60.0) -> None:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        sub = await nc.jetstream().subscribe(contract.event_subject(task_id, kind), ordered_consumer=True)
-        await sub.next_msg(timeout=within)
-    finally:
-        await nc.close()
+    await until(usable, "all three scanners to be usable", within=30.0, every=0.2)
 
 
 async def emulator_fault(stack: Stack, pool: str, instance: str, **faults: Any) -> None:
@@ -104,7 +83,7 @@ async def test_retry_completes_a_dead_lettered_scan(ops: Stack) -> None:
         async def letter() -> list[dict[str, Any]]:
             return [x for x in cli(ops, "dlq", "list", "--task", task_id) if x["stage"] == "agent"]
 
-        [dead] = await until(letter)
+        [dead] = await until(letter, "the dead letter", within=30.0, every=0.2)
         assert dead["reason"] == "export_error" and dead["trace_id"] == submitted.json()["trace_id"]
         inspected = cli(ops, "dlq", "inspect", str(dead["seq"]))
         assert inspected["original"]["request"]["targets"] == ["10.60.0.1"]
@@ -112,7 +91,7 @@ async def test_retry_completes_a_dead_lettered_scan(ops: Stack) -> None:
         await emulator_fault(ops, "dmz", "scanner-3", export_error=False)
         outcome = cli(ops, "dlq", "retry", str(dead["seq"]))
         assert outcome["retried"][0]["task_id"] == task_id and outcome["refused"] == []
-        await wait_event(ops, task_id, "completed")
+        await wait_event(ops, task_id, "completed", within=60.0)
         status = (await http.get(f"/v1/scans/{task_id}")).json()
         assert status["status"] == "completed" and status["results_summary"]["hosts_scanned"] == 1
         assert [x for x in cli(ops, "dlq", "list", "--task", task_id) if x["seq"] == dead["seq"]] == []
@@ -135,7 +114,7 @@ async def test_completed_scan_expires_and_hand_made_scans_stay(ops: Stack) -> No
         async def gone() -> bool:
             return (await http.get(f"/v1/scans/{task_id}")).status_code == 404
 
-        await until(gone)
+        await until(gone, "the task to expire", within=30.0, every=0.2)
         port = ops.service_ports["janitor"]
         metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         series = 'nessus_ttl_deletions_total{state="completed"}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scanfleet.cli.stack import Stack
-from tests.e2e.conftest import mcp_client, tool_json, wait_terminal
+from tests.helpers import mcp_client, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from scanfleet.cli.stack import Stack
-from tests.e2e.conftest import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, wait_terminal
+from tests.helpers import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from mcp import Client
 
 from scanfleet.cli.stack import Stack
-from tests.e2e.conftest import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, wait_terminal
+from tests.helpers import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, until, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -20,12 +19,14 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 async def wait_fleet_usable(mcp: Client, count: int) -> dict[str, Any]:
     """Agents register a few moments after the gateway is ready; wait for their leases."""
-    async with asyncio.timeout(30):
-        while True:
-            listing = tool_json(await mcp.call_tool("list_scanners", {}))
-            if sum(s["usable"] for s in listing["scanners"]) == count:
-                return listing
-            await asyncio.sleep(0.2)
+
+    async def usable() -> dict[str, Any] | None:
+        listing = tool_json(await mcp.call_tool("list_scanners", {}))
+        return listing if sum(s["usable"] for s in listing["scanners"]) == count else None
+
+    listing = await until(usable, f"{count} usable scanners", within=30.0, every=0.2)
+    assert listing is not None
+    return listing
 
 
 def services_logging(stack: Stack, task_id: str, trace_id: str) -> set[str]:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from lxml import etree
 
 from scanfleet.emulator.app import create_app
-from tests.emulator.conftest import API_KEYS, FakeClock, make_config, scan_body
+from tests.helpers import API_KEYS, FakeClock, make_config, scan_body
 
 
 async def create(http: httpx.AsyncClient, name: str, targets: str, ssh: list[dict[str, str]] | None = None) -> int:

@@ -22,7 +22,7 @@ from scanfleet.agent.nessus import (
     SSHCredential,
 )
 from scanfleet.emulator.app import create_app
-from tests.emulator.conftest import ACCESS_KEY, API_KEYS, SECRET_KEY, FakeClock, make_config
+from tests.helpers import ACCESS_KEY, API_KEYS, SECRET_KEY, FakeClock, make_config
 
 
 def key_client(app: FastAPI) -> NessusClient:

@@ -8,35 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 
 from scanfleet.agent.fleet import AgentFleet, select
 from scanfleet.agent.instance import credential_resolver
 from scanfleet.common import capacity
 from scanfleet.common.config import load_fleet
-from scanfleet.common.embedded import free_port
 from scanfleet.common.messages import Heartbeat
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.emulator.app import create_app
-from tests.emulator.conftest import ACCESS_KEY, SECRET_KEY, make_config
-from tests.kv import watch_until
+from tests.helpers import ACCESS_KEY, SECRET_KEY, make_config, serving, watch_until
 
 
 @pytest.fixture
 async def emulator_url() -> AsyncIterator[str]:
-    port = free_port("127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(create_app(make_config()), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = server.force_exit = True
-        await serving
+    async with serving(create_app(make_config())) as url:
+        yield url
 
 
 def write(path: Path, url: str, *ids: str, secret: str = SECRET_KEY) -> None:

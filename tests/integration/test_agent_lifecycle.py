@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from scanfleet.agent.circuit import CircuitBreaker
@@ -26,14 +25,12 @@ from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract, credentials
 from scanfleet.common.credentials import CredentialStore, TargetCredential
 from scanfleet.common.crypto import Keyring, generate_key_spec
-from scanfleet.common.embedded import free_port
 from scanfleet.common.messages import Assignment, ScanRequest, ScanType, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.emulator.app import create_app
 from scanfleet.emulator.state import EmulatorState
-from tests.emulator.conftest import ACCESS_KEY, SECRET_KEY, make_config
-from tests.kv import watch_until
+from tests.helpers import ACCESS_KEY, SECRET_KEY, make_config, serving, watch_until
 
 POOL, INSTANCE = "default", "scanner-1"
 KEY = contract.instance_key(POOL, INSTANCE)
@@ -225,23 +222,14 @@ async def test_transient_faults_are_retried_without_a_second_scan(
 
 
 async def test_a_hanging_scanner_times_out_each_call_and_is_retried(rt: Runtime, emu: Emu) -> None:
-    port = free_port("127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(emu.app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
-                await asyncio.sleep(0.01)
-        client = NessusClient(f"http://127.0.0.1:{port}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, timeout=0.3)
+    async with serving(emu.app) as url:
+        client = NessusClient(url, access_key=ACCESS_KEY, secret_key=SECRET_KEY, timeout=0.3)
         await emu.faults(endpoint_faults=[{"method": "GET", "path": "/scans", "status": 0, "count": 1}])
         assignment = await dispatched(rt)
         async with client:
             emu.client = client
             assert await drive(lifecycle(rt, emu, assignment)) is None
         await assert_exported(rt, emu, assignment.task_id)
-    finally:
-        server.should_exit = server.force_exit = True
-        await serving
 
 
 @pytest.mark.parametrize(
@@ -277,7 +265,7 @@ async def test_a_scan_that_vanishes_fails_the_task(rt: Runtime, emu: Emu) -> Non
     assignment = await dispatched(rt)
     life = lifecycle(rt, emu, assignment)
     run = asyncio.create_task(drive(life))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
     await emu.faults(vanish_scan=(await record_of(rt, assignment.task_id)).nessus_scan_id)
     failure = await asyncio.wait_for(run, 10)
     assert failure is not None and failure.reason == "scan_vanished"
@@ -286,7 +274,7 @@ async def test_a_scan_that_vanishes_fails_the_task(rt: Runtime, emu: Emu) -> Non
 async def test_an_aborted_scan_fails_the_task(rt: Runtime, emu: Emu) -> None:
     assignment = await dispatched(rt)
     run = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
     await emu.faults(abort_scan=(await record_of(rt, assignment.task_id)).nessus_scan_id)
     failure = await asyncio.wait_for(run, 10)
     assert failure is not None and failure.reason == "scan_aborted"
@@ -296,7 +284,7 @@ async def test_an_operator_retry_on_the_same_scanner_runs_a_new_scan(rt: Runtime
     """The first attempt's Nessus scan (aborted, still listed) must not be adopted by the retry."""
     assignment = await dispatched(rt)
     run = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
     first_scan = (await record_of(rt, assignment.task_id)).nessus_scan_id
     await emu.faults(abort_scan=first_scan)
     assert (await asyncio.wait_for(run, 10)) is not None
@@ -347,7 +335,7 @@ async def test_cancel_while_running_stops_the_nessus_scan(rt: Runtime, emu: Emu)
     emu.state.config = msgspec.structs.replace(emu.state.config, scan_duration=30.0)
     assignment = await dispatched(rt)
     run = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
 
     def cancel(r: TaskRecord) -> None:
         r.cancel_requested = "operator says stop"
@@ -376,13 +364,13 @@ async def test_pause_and_resume_act_on_nessus_and_are_recorded(rt: Runtime, emu:
     emu.state.config = msgspec.structs.replace(emu.state.config, scan_duration=1.5)
     assignment = await dispatched(rt)
     run = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
 
     def pause(r: TaskRecord) -> None:
         r.pause_requested = True
 
     await rt.tasks.update(assignment.task_id, pause)
-    await _until(rt, assignment.task_id, lambda r: r.paused)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.paused)
     (scan,) = emu.scans_named(assignment.task_id)
     assert emu.state.status(scan, emu.state.clock()) == "paused"
 
@@ -390,7 +378,7 @@ async def test_pause_and_resume_act_on_nessus_and_are_recorded(rt: Runtime, emu:
         r.pause_requested = False
 
     await rt.tasks.update(assignment.task_id, resume)
-    await _until(rt, assignment.task_id, lambda r: not r.paused)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: not r.paused)
     assert emu.state.status(scan, emu.state.clock()) in {"running", "pending", "completed"}
     assert await asyncio.wait_for(run, 15) is None
     record = await record_of(rt, assignment.task_id)
@@ -400,7 +388,7 @@ async def test_pause_and_resume_act_on_nessus_and_are_recorded(rt: Runtime, emu:
 async def test_a_rerun_after_a_crash_adopts_the_launched_scan(rt: Runtime, emu: Emu) -> None:
     assignment = await dispatched(rt)
     first = asyncio.create_task(drive(lifecycle(rt, emu, assignment)))
-    await _until(rt, assignment.task_id, lambda r: r.state is TaskState.RUNNING)
+    await watch_until(rt.tasks.kv, assignment.task_id, TaskRecord, lambda r: r.state is TaskState.RUNNING)
     first.cancel()
     assert await drive(lifecycle(rt, emu, assignment)) is None
     await assert_exported(rt, emu, assignment.task_id)
@@ -429,7 +417,3 @@ async def test_corrupt_exports_are_stored_as_received_for_the_validator(rt: Runt
     store = await rt.js.object_store(contract.EXPORTS_OBJECTS)
     data = (await store.get(record.export.object_name)).data or b""
     assert b"</NessusClientData_v2>" not in data and hashlib.sha256(data).hexdigest() == record.export.sha256
-
-
-async def _until(rt: Runtime, task_id: str, check: Any, within: float = 10.0) -> None:
-    await watch_until(rt.tasks.kv, task_id, TaskRecord, check, within)

@@ -7,8 +7,7 @@ counting it), and the dispatcher still holding it must drop it without reserving
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.queue import QueueView
-from tests.kv import watch_until
+from tests.helpers import until, watch_until
 
 POOL, INSTANCE = "dmz", "scanner-3"
 KEY = contract.instance_key(POOL, INSTANCE)
@@ -57,14 +56,6 @@ async def dispatcher(fleet: Runtime) -> AsyncIterator[Dispatcher]:
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=10)
         assert done, "the dispatcher did not stop when cancelled"
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 10.0) -> None:
-    """Poll with a deadline, for facts no watch announces (consumer counters)."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def state_of(rt: Runtime, task_id: str, wanted: TaskState, within: float = 10.0) -> TaskRecord:
@@ -99,7 +90,7 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
     await state_of(rt, first, TaskState.DISPATCHED)
     victim = await submit(gateway, "cancelled while waiting")
     pool = dispatcher.dispatchers[POOL]
-    await until(lambda: holds(pool, victim), "the dispatcher to hold the waiting request")
+    await until(lambda: holds(pool, victim), "the dispatcher to hold the waiting request", within=10.0)
     assert await held_by_dispatcher(rt, 1)
     assert (await queue.queue_status(POOL))["pools"][0]["queue_depth"] == 1
 
@@ -124,10 +115,10 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
 
         # Deleting the message also took it off the consumer's pending acks on the server,
         # and the cancelled event made the dispatcher drop the request it held.
-        await until(lambda: held_by_dispatcher(rt, 0), "the server to forget the deleted request")
-        await until(lambda: not_held(pool, victim), "the dispatcher to forget the cancelled request")
+        await until(lambda: held_by_dispatcher(rt, 0), "the server to forget the deleted request", within=10.0)
+        await until(lambda: not_held(pool, victim), "the dispatcher to forget the cancelled request", within=10.0)
         later = await submit(gateway, "submitted after the cancel")
-        await until(lambda: holds(pool, later), "the dispatcher to hold the next request")
+        await until(lambda: holds(pool, later), "the dispatcher to hold the next request", within=10.0)
         # The slot frees: it goes to the next request, never to the cancelled one.
         await capacity.release(rt.capacity, KEY, first)
         dispatched = await state_of(rt, later, TaskState.DISPATCHED)

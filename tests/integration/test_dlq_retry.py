@@ -9,7 +9,7 @@ from scanfleet.common import contract, expiry
 from scanfleet.common.messages import DeadLetter, ScanRequest, decode, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from tests.integration.test_janitor_expiry import add_task
+from tests.helpers import add_task
 
 
 async def failed_with_letter(rt: Runtime, task_id: str, scan_type: str = "untrusted") -> int:

@@ -18,7 +18,7 @@ from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import DeadLetter, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
-from tests.integration.test_janitor_expiry import add_task
+from tests.helpers import add_task
 
 
 async def a_letter(rt: Runtime, task_id: str, stage: str = "agent") -> int:
@@ -74,7 +74,7 @@ async def test_replay_one_tasks_event_history(runtime: Runtime) -> None:
         await rt.publish_event(other, kind)
     # nats stream view SCAN_EVENTS --subject 'scan.event.t-hist.>'
     sub = await rt.js.subscribe(contract.task_events_filter("t-hist"), ordered_consumer=True)
-    kinds = [(await sub.next_msg(timeout=5)).subject.rsplit(".", 1)[-1] for _ in range(3)]
+    kinds = [contract.kind_of_event((await sub.next_msg(timeout=5)).subject) for _ in range(3)]
     assert kinds == ["queued", "dispatched", "running"]
     with pytest.raises(NatsTimeout):
         await sub.next_msg(timeout=0.5)

@@ -28,11 +28,9 @@ from scanfleet.common.messages import (
     utcnow,
 )
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.tasks import TaskState
+from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.validator.service import Validator
-from tests.integration.test_janitor_expiry import add_task, eventually, janitor
-
-__all__ = ["janitor"]
+from tests.helpers import add_task, until, watch_until
 
 SEALED = SealedCredentials(key_id="k1", nonce="bm9uY2U=", ciphertext="c2VjcmV0LXBhc3N3b3Jk")
 
@@ -41,7 +39,7 @@ async def letters_for(rt: Runtime, task_id: str, count: int = 1) -> list[StoredL
     async def arrived() -> bool:
         return len(await admin.list_letters(rt, task_id=task_id)) >= count
 
-    await eventually(arrived)
+    await until(arrived, f"{count} dead letter(s) for {task_id}", within=15.0)
     return await admin.list_letters(rt, task_id=task_id)
 
 
@@ -96,11 +94,7 @@ async def test_max_deliveries_moves_the_request_and_ends_the_task(janitor: Runti
     assert "c2VjcmV0" not in str(letter.original)
     assert letter.failed_at.tzinfo is not None
 
-    async def ended() -> bool:
-        current = await rt.tasks.get(record.task_id)
-        return current is not None and current.state is TaskState.FAILED
-
-    await eventually(ended)
+    await watch_until(rt.tasks.kv, record.task_id, TaskRecord, lambda r: r.state is TaskState.FAILED, within=15.0)
     assert (await rt.tasks.get(record.task_id)).error_reason == "max_deliveries"  # type: ignore[union-attr]
     try:
         await rt.js.get_msg(contract.REQUESTS_STREAM, ack.seq)
@@ -147,7 +141,7 @@ async def test_unparseable_message_lands_once_despite_the_terminated_advisory(ja
         info = await rt.js.consumer_info(contract.ADVISORIES_STREAM, contract.JANITOR_ADVISORIES_CONSUMER)
         return stored >= 1 and info.num_pending == 0 and info.num_ack_pending == 0
 
-    await eventually(advised)
+    await until(advised, "the advisory to be handled", within=15.0)
     assert len(await admin.list_letters(rt, task_id="unknown")) == 1
 
 

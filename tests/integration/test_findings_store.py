@@ -7,8 +7,6 @@ the validator's durable consumer, then ``get_scan_results`` / ``get_host_summary
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,7 @@ import pytest
 from lxml import etree
 
 from scanfleet.common import contract
-from scanfleet.common.bus import put_object_stream
-from scanfleet.common.messages import DeadLetter, ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.messages import DeadLetter
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway.core import Gateway
@@ -27,8 +24,8 @@ from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.results import Results
 from scanfleet.validator import metrics
 from scanfleet.validator.service import Validator
+from tests.helpers import MALFORMED, submit_export, task_events
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
 TERMINAL = {"completed", "failed"}
 
 
@@ -42,67 +39,20 @@ async def validator(runtime: Runtime) -> AsyncIterator[Validator]:
     assert done, "the validator did not stop when cancelled"
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), 1 << 16):
-        yield data[i : i + (1 << 16)]
-
-
-async def submit_export(rt: Runtime, data: bytes, *, scan_type: ScanType = "untrusted", hosts: int = 1) -> str:
-    """A task in ``exporting`` with its export stored, and the event the agent would publish."""
-    task_id = f"t{secrets.token_hex(6)}"
-    now = utcnow()
-    record = TaskRecord(
-        task_id=task_id,
-        trace_id=secrets.token_hex(16),
-        state=TaskState.EXPORTING,
-        scan_type=scan_type,
-        pool="default",
-        instance="scanner-1",
-        targets=["10.0.0.0/24"],
-        name="integration",
-        created_at=now,
-        updated_at=now,
-    )
-    await rt.tasks.create(record)
-    name = contract.export_object_name(task_id)
-    stored = await put_object_stream(rt.js, contract.EXPORTS_OBJECTS, name, _chunks(data))
-    event = ExportEvent(
-        task_id=task_id,
-        trace_id=record.trace_id,
-        pool="default",
-        instance="scanner-1",
-        scan_type=scan_type,
-        expected_hosts=hosts,
-        object_name=name,
-        size=stored.size,
-        sha256=hashlib.sha256(data).hexdigest(),
-        nessus_scan_id=1,
-        exported_at=now,
-    )
-    await rt.js.publish(contract.event_subject(task_id, "exported"), encode(event))
-    return task_id
-
-
 async def wait_terminal(rt: Runtime, task_id: str, within: float = 30.0) -> TaskRecord:
-    sub = await rt.js.subscribe(contract.task_events_filter(task_id), ordered_consumer=True)
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=within)
-            if msg.subject.rsplit(".", 1)[-1] in TERMINAL:
-                record = await rt.tasks.get(task_id)
-                assert record is not None
-                return record
-    finally:
-        await sub.unsubscribe()
+    await task_events(rt.js, task_id, TERMINAL, within)
+    record = await rt.tasks.get(task_id)
+    assert record is not None
+    return record
 
 
-def lxml_items(name: str) -> list[Any]:
-    return list(etree.parse(str(CORPUS / name)).iter("ReportItem"))
+def lxml_items(corpus: Path, name: str) -> list[Any]:
+    return list(etree.parse(str(corpus / name)).iter("ReportItem"))
 
 
-async def test_pages_cover_every_match_once_in_order(runtime: Runtime, validator: Validator) -> None:
+async def test_pages_cover_every_match_once_in_order(corpus: Path, runtime: Runtime, validator: Validator) -> None:
     name = "mitre-saf__nessus_sample.nessus"
-    task_id = await submit_export(runtime, (CORPUS / name).read_bytes(), hosts=3)
+    task_id = await submit_export(runtime, (corpus / name).read_bytes(), hosts=3)
     record = await wait_terminal(runtime, task_id)
     assert record.state is TaskState.COMPLETED
     assert record.findings is not None and record.findings.count == 420
@@ -123,7 +73,7 @@ async def test_pages_cover_every_match_once_in_order(runtime: Runtime, validator
     assert pages == 48
     expected = sorted(
         (item.getparent().get("name"), int(item.get("port")), int(item.get("pluginID")))
-        for item in lxml_items(name)
+        for item in lxml_items(corpus, name)
         if item.get("severity") == "3"
     )
     assert sorted(seen) == expected
@@ -136,9 +86,9 @@ async def test_pages_cover_every_match_once_in_order(runtime: Runtime, validator
     assert info.value.code == "cursor_mismatch"
 
 
-async def test_host_summary_and_finding(runtime: Runtime, validator: Validator) -> None:
+async def test_host_summary_and_finding(corpus: Path, runtime: Runtime, validator: Validator) -> None:
     name = "mitre-saf__sample.nessus"
-    task_id = await submit_export(runtime, (CORPUS / name).read_bytes(), scan_type="authenticated", hosts=3)
+    task_id = await submit_export(runtime, (corpus / name).read_bytes(), scan_type="authenticated", hosts=3)
     record = await wait_terminal(runtime, task_id)
     assert record.state is TaskState.COMPLETED
     assert record.results is not None and record.results.auth_status == "partial"
@@ -153,7 +103,9 @@ async def test_host_summary_and_finding(runtime: Runtime, validator: Validator) 
     assert one["credentialed_checks"] == "yes (on the localhost)"
     assert any("141118" in e for e in one["auth_evidence"])
 
-    item = next(i for i in lxml_items(name) if i.get("pluginID") == "19506" and i.getparent().get("name") == "10.0.0.3")
+    item = next(
+        i for i in lxml_items(corpus, name) if i.get("pluginID") == "19506" and i.getparent().get("name") == "10.0.0.3"
+    )
     got = await results.finding(task_id, "10.0.0.3", 19506)
     (finding,) = got["findings"]
     assert finding["plugin_output"] == item.findtext("plugin_output")
@@ -163,9 +115,11 @@ async def test_host_summary_and_finding(runtime: Runtime, validator: Validator) 
     assert info.value.code == "host_not_found" and "10.0.0.3" in info.value.details["hosts"]
 
 
-async def test_failed_authentication_fails_task_but_keeps_findings(runtime: Runtime, validator: Validator) -> None:
+async def test_failed_authentication_fails_task_but_keeps_findings(
+    corpus: Path, runtime: Runtime, validator: Validator
+) -> None:
     before = metrics.AUTH_FAILURES.labels(pool="default", scan_type="authenticated")._value.get()
-    data = (CORPUS / "python-libnessus__nessus_report_local_3.nessus").read_bytes()
+    data = (corpus / "python-libnessus__nessus_report_local_3.nessus").read_bytes()
     task_id = await submit_export(runtime, data, scan_type="authenticated", hosts=3)
     record = await wait_terminal(runtime, task_id)
     assert record.state is TaskState.FAILED and record.error_reason == "auth_failed"
@@ -177,11 +131,11 @@ async def test_failed_authentication_fails_task_but_keeps_findings(runtime: Runt
     assert page["summary"]["matched"] == 2
 
 
-def hostile_exports() -> Iterator[tuple[str, bytes, str]]:
-    good = (CORPUS / "sner4__parser-nessus-simple.nessus").read_bytes()
+def hostile_exports(corpus: Path) -> Iterator[tuple[str, bytes, str]]:
+    good = (corpus / "sner4__parser-nessus-simple.nessus").read_bytes()
     yield (
         "malformed_corpus_file",
-        (CORPUS / "ruby-nessus__spec_example_v2_MALFORMED.nessus").read_bytes(),
+        (corpus / MALFORMED).read_bytes(),
         "xml_invalid",
     )
     yield (
@@ -209,8 +163,10 @@ def hostile_exports() -> Iterator[tuple[str, bytes, str]]:
     yield "truncated", good[: len(good) // 2], "xml_invalid"
 
 
-async def test_hostile_exports_fail_with_reason_and_dead_letter(runtime: Runtime, validator: Validator) -> None:
-    cases = list(hostile_exports())
+async def test_hostile_exports_fail_with_reason_and_dead_letter(
+    corpus: Path, runtime: Runtime, validator: Validator
+) -> None:
+    cases = list(hostile_exports(corpus))
     tasks = {await submit_export(runtime, data): (label, reason) for label, data, reason in cases}
     for task_id, (label, reason) in tasks.items():
         record = await wait_terminal(runtime, task_id)
@@ -225,7 +181,7 @@ async def test_hostile_exports_fail_with_reason_and_dead_letter(runtime: Runtime
         assert info.value.code == "no_results"
     assert metrics.VALIDATION_FAILURES.labels(pool="default", reason="xml_forbidden")._value.get() >= 2
 
-    after = await submit_export(runtime, (CORPUS / "sner4__parser-nessus-simple.nessus").read_bytes(), hosts=2)
+    after = await submit_export(runtime, (corpus / "sner4__parser-nessus-simple.nessus").read_bytes(), hosts=2)
     record = await wait_terminal(runtime, after)
     assert record.state is TaskState.COMPLETED
     results = Results(Gateway(runtime))

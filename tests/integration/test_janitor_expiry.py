@@ -4,47 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import msgspec
-import pytest
 from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
 from scanfleet.common import contract, expiry
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.contract import EventKind
-from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.tasks import TaskState
 from scanfleet.janitor.housekeeping import Housekeeper
-from scanfleet.janitor.service import workers
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def add_task(rt: Runtime, task_id: str, state: TaskState) -> TaskRecord:
-    now = utcnow()
-    record = TaskRecord(
-        task_id=task_id,
-        trace_id="ab" * 16,
-        state=state,
-        pool="default",
-        instance="scanner-1",
-        targets=["10.0.0.1"],
-        name=task_id,
-        created_at=now,
-        updated_at=now,
-        started_at=now,
-        finished_at=now if state.terminal else None,
-    )
-    await rt.tasks.create(record)
-    return record
+from tests.helpers import add_task, until, watch_gone
 
 
 async def store_results(rt: Runtime, task_id: str) -> None:
@@ -67,21 +39,6 @@ def deletions(state: str) -> float:
     return REGISTRY.get_sample_value("nessus_ttl_deletions_total", {"state": state}) or 0.0
 
 
-@pytest.fixture
-async def janitor(runtime: Runtime) -> AsyncIterator[Runtime]:
-    runtime.settings = msgspec.structs.replace(
-        runtime.settings, completed_ttl=2.0, failed_ttl=3.0, housekeeping_interval=0.2
-    )
-    tasks = workers(runtime)
-    try:
-        yield runtime
-    finally:
-        for t in tasks:
-            t.cancel()
-        _, pending = await asyncio.wait(tasks, timeout=10)
-        assert not pending, f"janitor workers did not stop when cancelled: {pending}"
-
-
 async def test_ended_task_and_results_expire_running_task_untouched(janitor: Runtime) -> None:
     rt = janitor
     done = await add_task(rt, "t-done", TaskState.COMPLETED)
@@ -93,10 +50,7 @@ async def test_ended_task_and_results_expire_running_task_untouched(janitor: Run
     await rt.publish_event(done, EventKind.COMPLETED)
     await rt.publish_event(running, EventKind.COMPLETED)  # a bogus event must not arm a live task
 
-    async def gone() -> bool:
-        return await rt.tasks.get(done.task_id) is None
-
-    await eventually(gone)
+    await watch_gone(rt.tasks.kv, done.task_id)
     for store, name in contract.task_objects(done.task_id):
         assert not await object_exists(rt, store, name), name
     assert deletions("completed") == before + 1
@@ -112,10 +66,7 @@ async def test_failed_task_keeps_its_longer_retention(janitor: Runtime) -> None:
     armed_at = time.monotonic()
     await rt.publish_event(failed, EventKind.FAILED)
 
-    async def gone() -> bool:
-        return await rt.tasks.get(failed.task_id) is None
-
-    await eventually(gone)
+    await watch_gone(rt.tasks.kv, failed.task_id)
     assert time.monotonic() - armed_at >= 2.5  # failed_ttl is 3 s, completed_ttl only 2 s
 
 
@@ -128,17 +79,14 @@ async def test_reading_results_restarts_the_clock(janitor: Runtime) -> None:
         state = await expiry.key_state(rt.js, done.task_id)
         return state is not None and state.live
 
-    await eventually(armed)
+    await until(armed, "the expiry lease to be armed", within=15.0)
     await asyncio.sleep(1.2)  # the scenario: a second passes before the results are read
     assert await expiry.touch(rt.js, done, rt.settings)
     touched_at = time.monotonic()
     lease = await rt.js.get_last_msg(contract.EXPIRY_STREAM, expiry.lease_subject(done.task_id))
     assert expiry.decode_lease(lease.data or b"").last_accessed_at is not None
 
-    async def gone() -> bool:
-        return await rt.tasks.get(done.task_id) is None
-
-    await eventually(gone)
+    await watch_gone(rt.tasks.kv, done.task_id)
     assert time.monotonic() - touched_at >= 1.8  # a full 2 s from the read, not from the end
 
 
@@ -165,5 +113,5 @@ async def test_touch_never_resurrects_an_expired_lease(runtime: Runtime) -> None
         state = await expiry.key_state(rt.js, record.task_id)
         return state is not None and state.expired
 
-    await eventually(expired)
+    await until(expired, "the expiry lease to expire", within=15.0)
     assert not await expiry.touch(rt.js, record, rt.settings)

@@ -10,7 +10,7 @@ from scanfleet.common.messages import Heartbeat, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
 from scanfleet.janitor.stale import Sweeper
-from tests.integration.test_janitor_expiry import add_task
+from tests.helpers import add_task
 
 
 async def age(rt: Runtime, task_id: str, seconds: float) -> None:

@@ -7,12 +7,14 @@ import dataclasses
 
 import nats
 import pytest
+from nats.js.kv import KeyValue
 
 from scanfleet.common import capacity, contract
 from scanfleet.common.bus import ensure_stream, kv_create, kv_get, kv_items, provision, put_object_stream
 from scanfleet.common.config import parse_fleet
 from scanfleet.common.registry import fleet_view, read_fleet_meta, sync_registry
 from scanfleet.common.runtime import Runtime
+from tests.helpers import until
 
 
 async def test_provision_twice_changes_nothing(runtime: Runtime) -> None:
@@ -85,13 +87,16 @@ async def test_registry_sync_keeps_slots_held_across_a_limit_change(runtime: Run
     assert meta is not None and meta.default_pool == "default"
 
 
+async def expired(kv: KeyValue, key: str) -> bool:
+    """Polled: what is under test is what ``kv_get`` reads after the server's TTL, not what a watch sees."""
+    return await kv_get(kv, key) is None
+
+
 async def test_kv_create_over_an_expired_key(runtime: Runtime) -> None:
     """nats-py 2.16 leaves a value-less marker after a TTL expiry; create must still work."""
     kv = runtime.agents
     await kv.create("default.scanner-1", b"one", msg_ttl=1)
-    async with asyncio.timeout(40):
-        while await kv_get(kv, "default.scanner-1") is not None:  # noqa: ASYNC110 (waits for the server's TTL)
-            await asyncio.sleep(0.2)
+    await until(lambda: expired(kv, "default.scanner-1"), "the server to expire the key", within=40.0, every=0.2)
     await kv_create(kv, "default.scanner-1", b"two")
     entry = await kv_get(kv, "default.scanner-1")
     assert entry is not None and entry.value == b"two"
@@ -107,9 +112,7 @@ async def test_kv_items_sees_live_keys_only_and_leaves_no_consumer(runtime: Runt
     await kv.put("default.purged", b"x")
     await kv.purge("default.purged")
     await kv.create("default.expired", b"x", msg_ttl=1)
-    async with asyncio.timeout(40):
-        while await kv_get(kv, "default.expired") is not None:  # noqa: ASYNC110 (waits for the server's TTL)
-            await asyncio.sleep(0.2)
+    await until(lambda: expired(kv, "default.expired"), "the server to expire the key", within=40.0, every=0.2)
 
     for _ in range(1_100):
         assert await kv_items(kv) == {"default.kept": b"2"}

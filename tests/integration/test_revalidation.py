@@ -24,10 +24,12 @@ from scanfleet.common.messages import DeadLetter, TaskEvent
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.validator.service import Validator
-from tests.integration.test_findings_store import submit_export
+from tests.helpers import submit_export, task_events, until
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
-EXPORT = (CORPUS / "mitre-saf__sample.nessus").read_bytes()
+
+@pytest.fixture
+def export(corpus: Path) -> bytes:
+    return (corpus / "mitre-saf__sample.nessus").read_bytes()
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -52,10 +54,12 @@ async def stop(rt: Runtime, task: asyncio.Task[None], within: float = 10.0) -> N
             pytest.fail("the validator did not stop")
         task.cancel()
         await asyncio.wait({task}, timeout=0.5)
-    while (await rt.js.consumer_info(contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER)).num_waiting:
-        if time.monotonic() > deadline:
-            pytest.fail("the stopped validator's pull requests did not expire")
-        await asyncio.sleep(0.1)
+
+    async def lapsed() -> bool:
+        info = await rt.js.consumer_info(contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER)
+        return not info.num_waiting
+
+    await until(lapsed, "the stopped validator's pull requests to expire", within=within, every=0.1)
 
 
 async def submit(rt: Runtime, data: bytes) -> tuple[str, int]:
@@ -67,34 +71,27 @@ async def submit(rt: Runtime, data: bytes) -> tuple[str, int]:
 
 async def next_event(rt: Runtime, task_id: str, kinds: set[str], within: float = 20.0) -> TaskEvent:
     """The first event of ``kinds`` for the task, replayed from the start of SCAN_EVENTS."""
-    sub = await rt.js.subscribe(contract.task_events_filter(task_id), ordered_consumer=True)
-    try:
-        deadline = time.monotonic() + within
-        while True:
-            msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if msg.subject.rsplit(".", 1)[1] in kinds:
-                return msgspec.json.decode(msg.data, type=TaskEvent)
-    finally:
-        await sub.unsubscribe()
+    async with asyncio.timeout(within):
+        events = await task_events(rt.js, task_id, kinds, within)
+    return msgspec.json.decode(events[-1].data, type=TaskEvent)
 
 
 async def events_of(rt: Runtime, task_id: str) -> list[str]:
     info = await rt.js.stream_info(contract.EVENTS_STREAM, subjects_filter=contract.task_events_filter(task_id))
-    return sorted(subject.rsplit(".", 1)[1] for subject in (info.state.subjects or {}))
+    return sorted(kind for subject in info.state.subjects or {} if (kind := contract.kind_of_event(subject)))
 
 
 async def drained(rt: Runtime, within: float = 20.0) -> None:
     """Wait until the validator's consumer has acknowledged everything it was given."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+
+    async def acknowledged() -> bool:
         info = await rt.js.consumer_info(contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER)
-        if info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail("the validator consumer did not drain")
+        return info.num_pending == 0 and info.num_ack_pending == 0 and bool(info.delivered.stream_seq)
+
+    await until(acknowledged, "the validator consumer to drain", within=within, every=0.1)
 
 
-async def validated(rt: Runtime, version: str = "v-a", data: bytes = EXPORT) -> tuple[str, int, TaskRecord]:
+async def validated(rt: Runtime, data: bytes, version: str = "v-a") -> tuple[str, int, TaskRecord]:
     _, task = await start_validator(rt, version)
     try:
         task_id, seq = await submit(rt, data)
@@ -106,17 +103,17 @@ async def validated(rt: Runtime, version: str = "v-a", data: bytes = EXPORT) -> 
     return task_id, seq, record
 
 
-async def test_first_validation_stamps_version_and_export(runtime: Runtime) -> None:
-    _, _, record = await validated(runtime)
+async def test_first_validation_stamps_version_and_export(runtime: Runtime, export: bytes) -> None:
+    _, _, record = await validated(runtime, export)
     assert record.state is TaskState.COMPLETED
     assert record.validation is not None
     assert record.validation.validator_version == "v-a"
-    assert record.validation.export_sha256 == hashlib.sha256(EXPORT).hexdigest()
+    assert record.validation.export_sha256 == hashlib.sha256(export).hexdigest()
     assert record.validation.revalidated_at is None
 
 
-async def test_rewound_consumer_with_a_new_version_recomputes_results(runtime: Runtime) -> None:
-    task_id, seq, before = await validated(runtime)
+async def test_rewound_consumer_with_a_new_version_recomputes_results(runtime: Runtime, export: bytes) -> None:
+    task_id, seq, before = await validated(runtime, export)
     assert before.results is not None and before.findings is not None
     # Damage what validation produced, so only a real recomputation can bring it back.
     findings_store = await runtime.js.object_store(contract.FINDINGS_OBJECTS)
@@ -151,8 +148,8 @@ async def test_rewound_consumer_with_a_new_version_recomputes_results(runtime: R
     assert await events_of(runtime, task_id) == ["completed", "exported", "revalidated", "validating"]
 
 
-async def test_redelivery_to_the_same_version_is_skipped(runtime: Runtime) -> None:
-    task_id, seq, before = await validated(runtime)
+async def test_redelivery_to_the_same_version_is_skipped(runtime: Runtime, export: bytes) -> None:
+    task_id, seq, before = await validated(runtime, export)
     _, revision = await runtime.tasks.read(task_id)
 
     await runtime.js.reset_consumer(contract.EVENTS_STREAM, contract.VALIDATOR_CONSUMER, seq)
@@ -168,10 +165,10 @@ async def test_redelivery_to_the_same_version_is_skipped(runtime: Runtime) -> No
     assert "revalidated" not in await events_of(runtime, task_id)
 
 
-async def test_changed_export_is_caught_and_previous_results_kept(runtime: Runtime) -> None:
-    task_id, seq, before = await validated(runtime)
-    tampered = EXPORT.replace(b'severity="3"', b'severity="4"', 1)
-    assert tampered != EXPORT
+async def test_changed_export_is_caught_and_previous_results_kept(runtime: Runtime, export: bytes) -> None:
+    task_id, seq, before = await validated(runtime, export)
+    tampered = export.replace(b'severity="3"', b'severity="4"', 1)
+    assert tampered != export
     await put_object_stream(
         runtime.js, contract.EXPORTS_OBJECTS, contract.export_object_name(task_id), _chunks(tampered)
     )
@@ -196,8 +193,8 @@ async def test_changed_export_is_caught_and_previous_results_kept(runtime: Runti
     assert any("checksum_mismatch" in w and "stays completed" in w for w in after.warnings)
 
 
-async def test_ended_without_a_validated_export_is_left_alone(runtime: Runtime) -> None:
-    task_id, seq, _ = await validated(runtime)
+async def test_ended_without_a_validated_export_is_left_alone(runtime: Runtime, export: bytes) -> None:
+    task_id, seq, _ = await validated(runtime, export)
     exports = await runtime.js.object_store(contract.EXPORTS_OBJECTS)
     await exports.delete(contract.export_object_name(task_id))
     _, revision = await runtime.tasks.read(task_id)

@@ -18,8 +18,6 @@ from scanfleet.common.findings import FINDING_FIELDS, MAGIC, encode_frame
 from scanfleet.gateway import findings_query as q
 from scanfleet.validator.parsing import parse_export
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
-
 # (file, severity 0..4) copied by hand from SOURCES.md.
 SOURCES_SEVERITIES: dict[str, tuple[int, int, int, int, int]] = {
     "defectdojo__nessus_v_unknown.nessus": (266, 7, 23, 0, 0),
@@ -48,14 +46,14 @@ def run(index: q.FindingsIndex, filters: dict[str, Any] | None = None, sort: str
     return q.select(index, q.parse_filters(filters), q.parse_sort(sort))
 
 
-def items(name: str) -> list[Any]:
-    return list(etree.parse(str(CORPUS / name)).iter("ReportItem"))
+def items(corpus: Path, name: str) -> list[Any]:
+    return list(etree.parse(str(corpus / name)).iter("ReportItem"))
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES_SEVERITIES))
-def test_severity_filters_match_sources_counts(name: str) -> None:
+def test_severity_filters_match_sources_counts(corpus: Path, name: str) -> None:
     sev = SOURCES_SEVERITIES[name]
-    index = index_of(CORPUS / name)
+    index = index_of(corpus / name)
     assert len(run(index, {"severity": ">=3"})) == sev[3] + sev[4]
     assert len(run(index, {"severity": "high"})) == sev[3]
     assert len(run(index, {"severity": [3, 4]})) == sev[3] + sev[4]
@@ -66,11 +64,11 @@ def test_severity_filters_match_sources_counts(name: str) -> None:
     assert q.matched_counts(index, run(index, {"severity": ">=3"})) == [0, 0, 0, sev[3], sev[4]]
 
 
-def test_cvss_ranges_against_lxml() -> None:
+def test_cvss_ranges_against_lxml(corpus: Path) -> None:
     name = "defectdojo__nessus_with_cvssv3.nessus"
-    index = index_of(CORPUS / name)
-    cvss3 = [float(t) for i in items(name) if (t := i.findtext("cvss3_base_score"))]
-    cvss2 = [float(t) for i in items(name) if (t := i.findtext("cvss_base_score"))]
+    index = index_of(corpus / name)
+    cvss3 = [float(t) for i in items(corpus, name) if (t := i.findtext("cvss3_base_score"))]
+    cvss2 = [float(t) for i in items(corpus, name) if (t := i.findtext("cvss_base_score"))]
     assert cvss3 and cvss2
     assert len(run(index, {"cvss3": ">=7"})) == sum(s >= 7 for s in cvss3) > 0
     assert len(run(index, {"cvss3": "4..6.9"})) == sum(4 <= s <= 6.9 for s in cvss3)
@@ -78,7 +76,7 @@ def test_cvss_ranges_against_lxml() -> None:
     assert len(run(index, {"cvss": "<5"})) == sum(s < 5 for s in cvss2)
     assert len(run(index, {"cvss": ">5", "cvss3": ">=7"})) == sum(
         1
-        for i in items(name)
+        for i in items(corpus, name)
         if (a := i.findtext("cvss_base_score"))
         and (b := i.findtext("cvss3_base_score"))
         and float(a) > 5
@@ -86,10 +84,10 @@ def test_cvss_ranges_against_lxml() -> None:
     )
 
 
-def test_cve_exploit_port_plugin_family_text_against_lxml() -> None:
+def test_cve_exploit_port_plugin_family_text_against_lxml(corpus: Path) -> None:
     name = "pytenable__example.nessus"
-    index = index_of(CORPUS / name)
-    raw = items(name)
+    index = index_of(corpus / name)
+    raw = items(corpus, name)
     cve = next(c.text for i in raw for c in i.findall("cve"))
     assert len(run(index, {"cve": cve.lower()})) == sum(any(c.text == cve for c in i.findall("cve")) for i in raw)
     exploitable = sum(i.findtext("exploit_available") == "true" for i in raw)
@@ -144,8 +142,8 @@ def test_default_sort_is_severity_then_cvss_descending() -> None:
     assert hosts_of(index, run(index, sort="port,-cvss3")) == ["10.0.0.1", "10.0.0.10", "web", "10.0.1.3"]
 
 
-def test_default_order_on_real_file_is_monotonic() -> None:
-    index = index_of(CORPUS / "defectdojo__nessus_with_cvssv3.nessus")
+def test_default_order_on_real_file_is_monotonic(corpus: Path) -> None:
+    index = index_of(corpus / "defectdojo__nessus_with_cvssv3.nessus")
     keys = [(index.heads[i].severity, index.heads[i].cvss3_base_score or -1.0) for i in run(index)]
     assert keys == sorted(keys, reverse=True)
     assert sorted(run(index)) == list(range(len(index)))
@@ -185,8 +183,8 @@ def test_profiles_and_custom_fields() -> None:
     assert info.value.details["valid_profiles"] == ["minimal", "summary", "brief", "full"]
 
 
-def test_projection_caps_cves_and_long_texts_outside_full() -> None:
-    index = index_of(CORPUS / "pytenable__example.nessus")
+def test_projection_caps_cves_and_long_texts_outside_full(corpus: Path) -> None:
+    index = index_of(corpus / "pytenable__example.nessus")
     many = max(range(len(index)), key=lambda i: len(index.heads[i].cve))
     finding = index.finding(many)
     assert len(finding.cve) > q.CVE_SHOWN

@@ -17,11 +17,13 @@ import pytest
 from scanfleet.validator.parallel import ParsePool, plan
 from scanfleet.validator.parsing import ExportRejected, ExportSummary, parse_export
 from scanfleet.validator.store import FindingsSpool
+from tests.helpers import MALFORMED
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
-MALFORMED = "ruby-nessus__spec_example_v2_MALFORMED.nessus"
-SAMPLE = CORPUS / "python-libnessus__nessus_report_local_3.nessus"
-"""Three hosts, 106 items, every severity, 19506 on each host."""
+
+@pytest.fixture
+def sample(corpus: Path) -> Path:
+    """Three hosts, 106 items, every severity, 19506 on each host."""
+    return corpus / "python-libnessus__nessus_report_local_3.nessus"
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +61,17 @@ def replicate(source: Path, copies: int) -> bytes:
     return data[:start] + body + data[end:]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.nessus") if p.name != MALFORMED))
-def test_corpus_files_parse_the_same_in_parallel(name: str, pool: ParsePool, tmp_path: Path) -> None:
-    got = run(pool, CORPUS / name, tmp_path / "p", expected_hosts=50)
+def test_corpus_files_parse_the_same_in_parallel(
+    corpus: Path, corpus_name: str, pool: ParsePool, tmp_path: Path
+) -> None:
+    got = run(pool, corpus / corpus_name, tmp_path / "p", expected_hosts=50)
     assert pool.last_mode == "parallel"
-    assert got == sequential(CORPUS / name, tmp_path / "s", expected_hosts=50)
+    assert got == sequential(corpus / corpus_name, tmp_path / "s", expected_hosts=50)
 
 
-def test_many_hosts_split_into_many_pieces(tmp_path: Path) -> None:
+def test_many_hosts_split_into_many_pieces(sample: Path, tmp_path: Path) -> None:
     path = tmp_path / "many.nessus"
-    path.write_bytes(replicate(SAMPLE, 40))
+    path.write_bytes(replicate(sample, 40))
     parse_pool = ParsePool(2, min_bytes=0, piece_bytes=256 * 1024)
     try:
         summary, findings, count = run(parse_pool, path, tmp_path / "p", expected_hosts=200)
@@ -80,9 +83,9 @@ def test_many_hosts_split_into_many_pieces(tmp_path: Path) -> None:
     assert (summary, findings, count) == sequential(path, tmp_path / "s", expected_hosts=200)
 
 
-def test_parts_are_streamed_in_document_order(pool: ParsePool, tmp_path: Path) -> None:
+def test_parts_are_streamed_in_document_order(sample: Path, pool: ParsePool, tmp_path: Path) -> None:
     path = tmp_path / "many.nessus"
-    path.write_bytes(replicate(SAMPLE, 6))
+    path.write_bytes(replicate(sample, 6))
     spool = FindingsSpool(tmp_path / "findings.bin")
     pool.parse(path, spool)
     spool.close()
@@ -138,9 +141,9 @@ def test_a_cut_inside_markup_falls_back_to_one_pass(label: str, tmp_path: Path) 
     assert "ghost" not in {h.name for h in got[0].hosts}
 
 
-def test_hosts_all_inside_markup_fall_back(pool: ParsePool, tmp_path: Path) -> None:
+def test_hosts_all_inside_markup_fall_back(sample: Path, pool: ParsePool, tmp_path: Path) -> None:
     """When every cut is between hidden hosts, the pieces parse; the frame check notices instead."""
-    data = replicate(SAMPLE, 2)
+    data = replicate(sample, 2)
     start, end = data.index(b"<ReportHost"), data.rindex(b"</ReportHost>") + len(b"</ReportHost>")
     path = tmp_path / "hidden.nessus"
     path.write_bytes(data[:start] + b"<?hidden " + data[start:end] + b" ?>" + ghost_host("real") + data[end:])
@@ -150,11 +153,23 @@ def test_hosts_all_inside_markup_fall_back(pool: ParsePool, tmp_path: Path) -> N
     assert [h.name for h in got[0].hosts] == ["real"]
 
 
-def broken_exports() -> list[tuple[str, bytes]]:
-    many = replicate(SAMPLE, 3)
+BROKEN = (
+    "malformed_corpus_file",
+    "truncated",
+    "huge_attribute_mid_file",
+    "stray_close_tag",
+    "doctype",
+    "undefined_entity_mid_file",
+    "no_hosts",
+    "empty",
+)
+
+
+def broken_exports(corpus: Path, sample: Path) -> dict[str, bytes]:
+    many = replicate(sample, 3)
     third = many.index(b"<ReportItem", len(many) // 2)
-    return [
-        ("malformed_corpus_file", (CORPUS / MALFORMED).read_bytes()),
+    cases = [
+        ("malformed_corpus_file", (corpus / MALFORMED).read_bytes()),
         ("truncated", many[: len(many) * 2 // 3]),
         (
             "huge_attribute_mid_file",
@@ -166,10 +181,15 @@ def broken_exports() -> list[tuple[str, bytes]]:
         ("no_hosts", b"<NessusClientData_v2><Report name='r'></Report></NessusClientData_v2>"),
         ("empty", b""),
     ]
+    assert tuple(label for label, _ in cases) == BROKEN
+    return dict(cases)
 
 
-@pytest.mark.parametrize(("label", "data"), broken_exports(), ids=[c[0] for c in broken_exports()])
-def test_broken_exports_get_the_sequential_rejection(label: str, data: bytes, pool: ParsePool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("label", BROKEN)
+def test_broken_exports_get_the_sequential_rejection(
+    label: str, corpus: Path, sample: Path, pool: ParsePool, tmp_path: Path
+) -> None:
+    data = broken_exports(corpus, sample)[label]
     path = tmp_path / f"{label}.nessus"
     path.write_bytes(data)
     with pytest.raises(ExportRejected) as expected:
@@ -179,9 +199,9 @@ def test_broken_exports_get_the_sequential_rejection(label: str, data: bytes, po
     assert (got.value.reason, got.value.message) == (expected.value.reason, expected.value.message)
 
 
-def test_a_worker_killed_mid_pool_means_one_pass_then_fresh_workers(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_pool_means_one_pass_then_fresh_workers(sample: Path, tmp_path: Path) -> None:
     path = tmp_path / "many.nessus"
-    path.write_bytes(replicate(SAMPLE, 4))
+    path.write_bytes(replicate(sample, 4))
     parse_pool = ParsePool(2, min_bytes=0, piece_bytes=4096)
     try:
         assert parse_pool.start()
@@ -198,9 +218,9 @@ def test_a_worker_killed_mid_pool_means_one_pass_then_fresh_workers(tmp_path: Pa
         parse_pool.close()
 
 
-def test_small_exports_stay_in_process(tmp_path: Path) -> None:
+def test_small_exports_stay_in_process(sample: Path, tmp_path: Path) -> None:
     parse_pool = ParsePool(2)
-    run(parse_pool, SAMPLE, tmp_path / "p")
+    run(parse_pool, sample, tmp_path / "p")
     assert parse_pool.last_mode == "sequential"
     assert parse_pool._executor is None
 

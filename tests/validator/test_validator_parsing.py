@@ -15,9 +15,7 @@ from lxml import etree
 
 from scanfleet.common.findings import Finding
 from scanfleet.validator.parsing import ExportRejected, Limits, parse_export
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "nessus"
-MALFORMED = "ruby-nessus__spec_example_v2_MALFORMED.nessus"
+from tests.helpers import MALFORMED
 
 
 class Expected(NamedTuple):
@@ -49,21 +47,15 @@ EXPECTED: dict[str, Expected] = {
 SEV_KEYS = ("info", "low", "medium", "high", "critical")
 
 
-def corpus_files() -> list[str]:
-    if not CORPUS.is_dir():
-        pytest.fail(f"corpus folder missing: {CORPUS} (expected beside the repository folder)")
-    return sorted(p.name for p in CORPUS.glob("*.nessus"))
-
-
-def test_every_corpus_file_has_expectations() -> None:
-    files = set(corpus_files())
+def test_every_corpus_file_has_expectations(corpus: Path) -> None:
+    files = {p.name for p in corpus.glob("*.nessus")}
     assert files == set(EXPECTED) | {MALFORMED}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_counts(name: str) -> None:
+def test_corpus_counts(corpus: Path, name: str) -> None:
     exp = EXPECTED[name]
-    path = CORPUS / name
+    path = corpus / name
     findings: list[Finding] = []
     summary = parse_export(path, on_finding=findings.append)
     assert summary.host_count == exp.hosts
@@ -80,27 +72,27 @@ def test_corpus_counts(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_stream_source_matches_path_source(name: str) -> None:
-    path = CORPUS / name
+def test_stream_source_matches_path_source(corpus: Path, name: str) -> None:
+    path = corpus / name
     with path.open("rb") as fh:
         from_stream = parse_export(fh)
     assert from_stream == parse_export(path)
 
 
-def test_malformed_file_rejected_with_line() -> None:
+def test_malformed_file_rejected_with_line(corpus: Path) -> None:
     with pytest.raises(ExportRejected) as info:
-        parse_export(CORPUS / MALFORMED)
+        parse_export(corpus / MALFORMED)
     assert info.value.reason == "xml_invalid"
     assert "line 1488" in info.value.message
 
 
-def test_expected_hosts_warning() -> None:
-    summary = parse_export(CORPUS / "mitre-saf__sample.nessus", expected_hosts=5)
+def test_expected_hosts_warning(corpus: Path) -> None:
+    summary = parse_export(corpus / "mitre-saf__sample.nessus", expected_hosts=5)
     assert summary.warnings == ["3 host(s) in the export, fewer than the 5 expected"]
 
 
-def test_host_properties() -> None:
-    summary = parse_export(CORPUS / "sner4__parser-nessus-simple.nessus")
+def test_host_properties(corpus: Path) -> None:
+    summary = parse_export(corpus / "sner4__parser-nessus-simple.nessus")
     first = summary.hosts[0]
     assert summary.report_name == "fabricated test report"
     assert (first.name, first.ip, first.fqdn, first.os) == (
@@ -116,19 +108,19 @@ def test_host_properties() -> None:
 # --- per-host authentication verdicts on real files ---------------------------------------------
 
 
-def verdicts(name: str) -> dict[str, str]:
-    return {h.name: h.auth for h in parse_export(CORPUS / name).hosts}
+def verdicts(corpus: Path, name: str) -> dict[str, str]:
+    return {h.name: h.auth for h in parse_export(corpus / name).hosts}
 
 
-def test_verdicts_one_yes_one_no() -> None:
-    assert verdicts("python-libnessus__nessus_report_test_local.nessus") == {
+def test_verdicts_one_yes_one_no(corpus: Path) -> None:
+    assert verdicts(corpus, "python-libnessus__nessus_report_test_local.nessus") == {
         "192.168.1.3": "success",
         "192.168.1.1": "not_attempted",
     }
 
 
-def test_verdicts_localhost_yes_and_failed_logins() -> None:
-    summary = parse_export(CORPUS / "mitre-saf__sample.nessus")
+def test_verdicts_localhost_yes_and_failed_logins(corpus: Path) -> None:
+    summary = parse_export(corpus / "mitre-saf__sample.nessus")
     by_name = {h.name: h for h in summary.hosts}
     assert by_name["10.0.0.3"].auth == "success"
     assert by_name["10.0.0.3"].credentialed_checks == "yes (on the localhost)"
@@ -138,38 +130,38 @@ def test_verdicts_localhost_yes_and_failed_logins() -> None:
         assert any("104410" in e for e in by_name[name].auth_evidence)
 
 
-def test_verdicts_old_19506_without_line() -> None:
-    summary = parse_export(CORPUS / "ruby-nessus__example_v2.nessus")
+def test_verdicts_old_19506_without_line(corpus: Path) -> None:
+    summary = parse_export(corpus / "ruby-nessus__example_v2.nessus")
     assert [h.auth for h in summary.hosts] == ["not_evaluable", "not_evaluable"]
     assert all(h.credentialed_checks is None for h in summary.hosts)
 
 
-def test_verdicts_no_19506() -> None:
-    summary = parse_export(CORPUS / "defectdojo__issue_6992.nessus")
+def test_verdicts_no_19506(corpus: Path) -> None:
+    summary = parse_export(corpus / "defectdojo__issue_6992.nessus")
     (host,) = summary.hosts
     assert 19506 not in host.auth_plugins
     assert host.auth == "not_attempted"
     assert any("Credentialed_Scan=false" in e for e in host.auth_evidence)
 
 
-def test_verdicts_failure_plugin_21745() -> None:
-    assert verdicts("python-libnessus__nessus_report_local_3.nessus") == {
+def test_verdicts_failure_plugin_21745(corpus: Path) -> None:
+    assert verdicts(corpus, "python-libnessus__nessus_report_local_3.nessus") == {
         "192.168.2.104": "not_attempted",
         "192.168.2.101": "failed",
         "192.168.2.100": "failed",
     }
 
 
-def test_null_session_is_not_a_login() -> None:
-    summary = parse_export(CORPUS / "defectdojo__nessus_v_unknown.nessus")
+def test_null_session_is_not_a_login(corpus: Path) -> None:
+    summary = parse_export(corpus / "defectdojo__nessus_v_unknown.nessus")
     assert {h.auth for h in summary.hosts} == {"not_attempted"}
 
 
 # --- typed findings against an independent lxml pass --------------------------------------------
 
 
-def test_findings_typed_values() -> None:
-    path = CORPUS / "defectdojo__nessus_with_cvssv3.nessus"
+def test_findings_typed_values(corpus: Path) -> None:
+    path = corpus / "defectdojo__nessus_with_cvssv3.nessus"
     findings: list[Finding] = []
     parse_export(path, on_finding=findings.append)
     raw = list(etree.parse(str(path)).iter("ReportItem"))
@@ -230,8 +222,33 @@ XXE = (
 )
 
 
-def hostile_cases() -> list[tuple[str, bytes, str]]:
-    half = (CORPUS / "mitre-saf__sample.nessus").read_bytes()
+HOSTILE = (
+    "billion_laughs",
+    "billion_laughs_after_long_prolog",
+    "external_entity",
+    "external_entity_after_long_prolog",
+    "wrong_root",
+    "wrong_root_late",
+    "zero_hosts",
+    "huge_attribute",
+    "huge_text_over_libxml2_cap",
+    "truncated",
+    "empty",
+    "blank",
+    "not_xml",
+    "undefined_entity",
+)
+
+
+def hostile_case(corpus: Path, label: str) -> tuple[bytes, str]:
+    """The input and expected reason for ``label``; ``truncated`` needs the corpus, so cases are built per test."""
+    cases = hostile_cases(corpus)
+    assert tuple(c[0] for c in cases) == HOSTILE
+    return next((data, reason) for name, data, reason in cases if name == label)
+
+
+def hostile_cases(corpus: Path) -> list[tuple[str, bytes, str]]:
+    half = (corpus / "mitre-saf__sample.nessus").read_bytes()
     return [
         ("billion_laughs", BOMB, "xml_forbidden"),
         ("billion_laughs_after_long_prolog", b"<!--" + b" " * 70_000 + b"-->" + BOMB[21:], "xml_forbidden"),
@@ -265,8 +282,9 @@ def hostile_cases() -> list[tuple[str, bytes, str]]:
     ]
 
 
-@pytest.mark.parametrize(("label", "data", "reason"), hostile_cases(), ids=[c[0] for c in hostile_cases()])
-def test_hostile_inputs_rejected_quickly(label: str, data: bytes, reason: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("label", HOSTILE)
+def test_hostile_inputs_rejected_quickly(corpus: Path, label: str, tmp_path: Path) -> None:
+    data, reason = hostile_case(corpus, label)
     for source in (io.BytesIO(data), tmp_path / f"{label}.nessus"):
         if isinstance(source, Path):
             source.write_bytes(data)
@@ -279,10 +297,10 @@ def test_hostile_inputs_rejected_quickly(label: str, data: bytes, reason: str, t
         assert "line " in info.value.message
 
 
-def test_configurable_text_limit() -> None:
+def test_configurable_text_limit(corpus: Path) -> None:
     with pytest.raises(ExportRejected) as info:
         parse_export(
-            CORPUS / "mitre-saf__sample.nessus",
+            corpus / "mitre-saf__sample.nessus",
             on_finding=lambda _: None,
             limits=Limits(max_text_chars=1000),
         )
@@ -298,9 +316,9 @@ def test_secrets_never_leak_from_external_entity(tmp_path: Path) -> None:
     assert "TOPSECRET" not in info.value.message
 
 
-def test_memory_stays_bounded(tmp_path: Path) -> None:
+def test_memory_stays_bounded(corpus: Path, tmp_path: Path) -> None:
     """Replicate a real host into a ~60 MB file: peak RSS must not grow with the file size."""
-    src = (CORPUS / "mitre-saf__sample.nessus").read_bytes()
+    src = (corpus / "mitre-saf__sample.nessus").read_bytes()
     start, end = src.index(b"<ReportHost"), src.rindex(b"</ReportHost>") + len(b"</ReportHost>")
     peaks = []
     for copies in (1, 100):

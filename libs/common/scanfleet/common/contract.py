@@ -559,6 +559,11 @@ def object_meta_subject(bucket: str, name: str) -> str:
     return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
+def object_store_filter(bucket: str) -> str:
+    """Every chunk and meta subject of one object store."""
+    return f"$O.{bucket}.>"
+
+
 def task_objects(task_id: str) -> list[tuple[str, str]]:
     """Every (object store, object) that belongs to one task; all of it goes when the task expires."""
     return [

@@ -56,18 +56,10 @@ def password_env(user: str) -> str:
 # Building blocks --------------------------------------------------------------------------
 
 
-def _kv_stream(bucket: str) -> str:
-    return f"KV_{bucket}"
-
-
-def _obj_stream(store: str) -> str:
-    return f"OBJ_{store}"
-
-
 def _all_streams() -> list[str]:
     names = [s.name for s in contract.Topology().streams() if s.name]
-    names += [_kv_stream(b.name) for b in contract.BUCKETS]
-    names += [_obj_stream(o.name) for o in contract.OBJECT_STORES]
+    names += [contract.kv_stream(b.name) for b in contract.BUCKETS]
+    names += [contract.object_stream(o.name) for o in contract.OBJECT_STORES]
     return names
 
 
@@ -97,20 +89,24 @@ def _ordered_reader(stream: str) -> list[str]:
 
 
 def _kv_read(bucket: str) -> list[str]:
-    return [*_msg_get(_kv_stream(bucket)), *_ordered_reader(_kv_stream(bucket))]
+    return [*_msg_get(contract.kv_stream(bucket)), *_ordered_reader(contract.kv_stream(bucket))]
 
 
 def _kv_write(bucket: str) -> list[str]:
-    return [*_kv_read(bucket), f"$KV.{bucket}.>"]
+    return [*_kv_read(bucket), contract.kv_subject(bucket, ">")]
 
 
 def _objects_read(store: str) -> list[str]:
-    return [*_msg_get(_obj_stream(store)), *_ordered_reader(_obj_stream(store))]
+    return [*_msg_get(contract.object_stream(store)), *_ordered_reader(contract.object_stream(store))]
 
 
 def _objects_write(store: str) -> list[str]:
     """Writing replaces whole objects and deleting purges chunks: a purge of this store only."""
-    return [*_objects_read(store), f"$O.{store}.>", f"{API}.STREAM.PURGE.{_obj_stream(store)}"]
+    return [
+        *_objects_read(store),
+        contract.object_store_filter(store),
+        f"{API}.STREAM.PURGE.{contract.object_stream(store)}",
+    ]
 
 
 def _durable(stream: str, consumer: str = "*") -> list[str]:

@@ -1,0 +1,358 @@
+"""Helpers shared by test modules: the one place tests import from (test modules never import each other).
+
+Waiting: await an event (a KV watch, a SCAN_EVENTS subscription) wherever one announces the fact;
+``until`` polls only for facts nothing announces (HTTP status APIs, metrics, consumer counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import nats
+import uvicorn
+from fastapi import FastAPI
+from mcp import Client
+from mcp.types import CallToolResult
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
+from scanfleet.common import contract
+from scanfleet.common.bus import put_object_stream
+from scanfleet.common.capacity import Slots
+from scanfleet.common.embedded import free_port
+from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.runtime import Runtime
+from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.emulator.config import EmulatorConfig
+
+T = TypeVar("T")
+
+MALFORMED = "ruby-nessus__spec_example_v2_MALFORMED.nessus"
+"""The one corpus file that is not well-formed XML."""
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+async def until(
+    check: Callable[[], Awaitable[T]], what: str = "the condition", within: float = 20.0, every: float = 0.05
+) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; for facts no event announces."""
+    deadline = time.monotonic() + within
+    while not (value := await check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(every)
+    return value
+
+
+async def watch_until(kv: KeyValue, key: str, kind: type[T], check: Callable[[T], bool], within: float = 10.0) -> T:
+    """The key's first value, current or later, that decodes as ``kind`` and satisfies ``check``."""
+    watcher = await kv.watch(key)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                entry = await watcher.updates(timeout=within)  # type: ignore[no-untyped-call]
+                if entry is not None and entry.value:
+                    value = msgspec.json.decode(entry.value, type=kind)
+                    if check(value):
+                        return value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def watch_gone(kv: KeyValue, key: str, within: float = 15.0) -> None:
+    """Return once the key is deleted or purged (at once if it holds no value now)."""
+    watcher = await kv.watch(key)
+    live = False
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                entry = await watcher.updates(timeout=within)  # type: ignore[no-untyped-call]
+                if entry is None:  # the end of the current values
+                    if not live:
+                        return
+                elif entry.operation in ("DEL", "PURGE"):
+                    return
+                else:
+                    live = True
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def task_events(js: JetStreamContext, task_id: str, kinds: Collection[str], within: float = 30.0) -> list[Msg]:
+    """The task's events on SCAN_EVENTS from its first, through the first one of ``kinds``.
+
+    ``within`` bounds the wait for each next event.
+    """
+    sub = await js.subscribe(contract.task_events_filter(task_id), ordered_consumer=True)
+    try:
+        events: list[Msg] = []
+        while not events or contract.kind_of_event(events[-1].subject) not in kinds:
+            events.append(await sub.next_msg(timeout=within))
+        return events
+    finally:
+        await sub.unsubscribe()
+
+
+# --- records and exports on a runtime -----------------------------------------------------------
+
+
+async def add_task(rt: Runtime, task_id: str, state: TaskState) -> TaskRecord:
+    now = utcnow()
+    record = TaskRecord(
+        task_id=task_id,
+        trace_id="ab" * 16,
+        state=state,
+        pool="default",
+        instance="scanner-1",
+        targets=["10.0.0.1"],
+        name=task_id,
+        created_at=now,
+        updated_at=now,
+        started_at=now,
+        finished_at=now if state.terminal else None,
+    )
+    await rt.tasks.create(record)
+    return record
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), 1 << 16):
+        yield data[i : i + (1 << 16)]
+
+
+async def submit_export(rt: Runtime, data: bytes, *, scan_type: ScanType = "untrusted", hosts: int = 1) -> str:
+    """A task in ``exporting`` with its export stored, and the event the agent would publish."""
+    task_id = f"t{secrets.token_hex(6)}"
+    now = utcnow()
+    record = TaskRecord(
+        task_id=task_id,
+        trace_id=secrets.token_hex(16),
+        state=TaskState.EXPORTING,
+        scan_type=scan_type,
+        pool="default",
+        instance="scanner-1",
+        targets=["10.0.0.0/24"],
+        name="integration",
+        created_at=now,
+        updated_at=now,
+    )
+    await rt.tasks.create(record)
+    name = contract.export_object_name(task_id)
+    stored = await put_object_stream(rt.js, contract.EXPORTS_OBJECTS, name, _chunks(data))
+    event = ExportEvent(
+        task_id=task_id,
+        trace_id=record.trace_id,
+        pool="default",
+        instance="scanner-1",
+        scan_type=scan_type,
+        expected_hosts=hosts,
+        object_name=name,
+        size=stored.size,
+        sha256=hashlib.sha256(data).hexdigest(),
+        nessus_scan_id=1,
+        exported_at=now,
+    )
+    await rt.js.publish(contract.event_subject(task_id, contract.EventKind.EXPORTED), encode(event))
+    return task_id
+
+
+# --- the emulator -------------------------------------------------------------------------------
+
+ACCESS_KEY = "test-access-key"
+SECRET_KEY = "test-secret-key"
+API_KEYS = {"X-ApiKeys": f"accessKey={ACCESS_KEY}; secretKey={SECRET_KEY};"}
+ADVANCED = "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_718_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_config(**overrides: object) -> EmulatorConfig:
+    values: dict[str, object] = {
+        "name": "emu-1",
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+        "username": "operator",
+        "password": "operator-pass",
+        "scan_duration": 1.0,
+        "pending_duration": 0.2,
+        "export_delay": 0.5,
+        "ssh_accounts": {"root": "toor"},
+    }
+    values.update(overrides)
+    return msgspec.convert(values, EmulatorConfig)
+
+
+def scan_body(name: str, targets: str, ssh: list[dict[str, str]] | None = None) -> dict[str, object]:
+    body: dict[str, object] = {
+        "uuid": ADVANCED,
+        "settings": {"name": name, "text_targets": targets, "folder_id": 3, "scanner_id": 1, "enabled": False},
+    }
+    if ssh is not None:
+        body["credentials"] = {"add": {"Host": {"SSH": ssh}}, "edit": {}, "delete": []}
+    return body
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """Serve ``app`` over real HTTP on a free port; yields its base URL."""
+    port = free_port("127.0.0.1")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    running = asyncio.create_task(server.serve())
+    try:
+
+        async def started() -> bool:
+            return bool(server.started)  # uvicorn offers no started event
+
+        await until(started, "uvicorn to start", within=10.0, every=0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = server.force_exit = True
+        await running
+
+
+# --- the whole stack (e2e) ----------------------------------------------------------------------
+
+
+def running_stack(options: StackOptions) -> Iterator[Stack]:
+    """Start the stack, hand it over, then stop it and insist every process exited cleanly
+    and that nats-server refused none of them anything."""
+    running = Stack(options)
+    try:
+        running.start()
+    except Exception:
+        print(running.log_tail())
+        running.stop()
+        raise
+    try:
+        yield running
+    finally:
+        codes = running.stop()
+        print(running.log_tail(10))
+        assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+        # Every service ran as its own NATS user: not one step outside its permissions.
+        refused = [line for line in running.nats.log_file.read_text().splitlines() if "Violation" in line]
+        assert not refused, "NATS refused a service:\n" + "\n".join(refused[:20])
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(stack: Stack) -> AsyncIterator[Client]:
+    """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task."""
+    async with Client(stack.mcp_url) as client:
+        yield client
+
+
+def tool_json(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    text = result.content[0].text  # type: ignore[union-attr]
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def tool_error(result: CallToolResult) -> str:
+    assert result.is_error, result.content
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+async def status_of(mcp: Client, task_id: str) -> dict[str, Any]:
+    return tool_json(await mcp.call_tool("get_scan_status", {"task_id": task_id}))
+
+
+@contextlib.asynccontextmanager
+async def stack_js(stack: Stack) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on the stack's own nats-server, closed on exit."""
+    nc = await nats.connect(stack.nats.url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def wait_terminal(stack: Stack, task_id: str, within: float = 60.0) -> list[str]:
+    """The kinds of the task's lifecycle events, through the first terminal one."""
+    async with stack_js(stack) as js:
+        events = await task_events(js, task_id, contract.TERMINAL_KINDS, within)
+    return [kind for msg in events if (kind := contract.kind_of_event(msg.subject))]
+
+
+async def wait_event(stack: Stack, task_id: str, kind: str, within: float = 30.0) -> None:
+    async with stack_js(stack) as js:
+        await task_events(js, task_id, {kind}, within)
+
+
+async def watch_task(stack: Stack, task_id: str, check: Callable[[TaskRecord], bool], within: float = 20.0) -> None:
+    async with stack_js(stack) as js:
+        await watch_until(await js.key_value(contract.TASKS_BUCKET), task_id, TaskRecord, check, within)
+
+
+async def slot_holders(stack: Stack, pool: str, instance: str) -> list[str]:
+    async with stack_js(stack) as js:
+        kv = await js.key_value(contract.CAPACITY_BUCKET)
+        entry = await kv.get(contract.instance_key(pool, instance))
+        return msgspec.json.decode(entry.value or b"{}", type=Slots).tasks
+
+
+async def slot_freed(stack: Stack, pool: str, instance: str, task_id: str, within: float = 20.0) -> None:
+    async with stack_js(stack) as js:
+        kv = await js.key_value(contract.CAPACITY_BUCKET)
+        await watch_until(kv, contract.instance_key(pool, instance), Slots, lambda s: task_id not in s.tasks, within)
+
+
+def scanner_named(stack: Stack, pool: str, instance: str) -> EmulatedScanner:
+    return next(s for s in stack.options.fleet if (s.pool, s.id) == (pool, instance))
+
+
+def emulator_get(stack: Stack, scanner: EmulatedScanner, path: str) -> Any:
+    access, secret = stack.secrets[scanner]
+    response = httpx.get(
+        f"{stack.emulator_url(scanner)}{path}",
+        headers={"X-ApiKeys": f"accessKey={access}; secretKey={secret}"},
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def emulator_truth(stack: Stack, scanner: EmulatedScanner, scan_id: int) -> dict[str, Any]:
+    truth: dict[str, Any] = emulator_get(stack, scanner, f"/_emulator/scans/{scan_id}/truth")
+    return truth
+
+
+def emulator_scan(stack: Stack, pool: str, instance: str, task_id: str) -> dict[str, Any]:
+    stats = emulator_get(stack, scanner_named(stack, pool, instance), "/_emulator/stats")
+    mine = [s for s in stats["scans"] if s["name"] == f"scanfleet-{task_id}"]
+    assert len(mine) == 1, f"exactly one Nessus scan for {task_id}: {mine}"
+    scan: dict[str, Any] = mine[0]
+    return scan
+
+
+def long_scan(seconds: float) -> str:
+    """The emulator runs a scan for as long as its description says."""
+    return f"emulator-duration={seconds:g}"
+
+
+async def running_scan(mcp: Client, stack: Stack, name: str, seconds: float, **where: str) -> dict[str, Any]:
+    task = tool_json(
+        await mcp.call_tool(
+            "run_untrusted_scan", {"targets": "10.70.0.1", "name": name, "description": long_scan(seconds), **where}
+        )
+    )
+    await wait_event(stack, task["task_id"], "running")
+    return await status_of(mcp, task["task_id"])
