@@ -20,7 +20,9 @@ import msgspec
 import nats
 import uvicorn
 from fastapi import FastAPI
+import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -255,10 +257,22 @@ def running_stack(options: StackOptions) -> Iterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(stack: Stack) -> AsyncIterator[Client]:
-    """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task."""
-    async with Client(stack.mcp_url) as client:
-        yield client
+async def mcp_client(stack: Stack, token: str | None = None) -> AsyncIterator[Client]:
+    """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
+    Authenticated as the stack's local client unless another ``token`` is given."""
+    headers = {"Authorization": f"Bearer {token or stack.token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http:
+        async with Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
+            yield client
+
+
+def rest(stack: Stack, token: str | None = None) -> httpx.Client:
+    """A REST client for the stack's gateway, authenticated as the local client unless ``token``."""
+    return httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+
+
+def arest(stack: Stack, token: str | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
 
 
 def tool_json(result: CallToolResult) -> dict[str, Any]:
