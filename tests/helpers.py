@@ -9,18 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import httpx2
 import msgspec
 import nats
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
-import httpx2
+from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -32,9 +39,12 @@ from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.capacity import Slots
+from scanfleet.common.clients import Client as ClientRecord
+from scanfleet.common.clients import ClientsFile, Role, issue_token, load_clients, save_clients
 from scanfleet.common.embedded import free_port
 from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.scope import Scope
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.emulator.config import EmulatorConfig
 
@@ -261,9 +271,9 @@ async def mcp_client(stack: Stack, token: str | None = None) -> AsyncIterator[Cl
     """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
     Authenticated as the stack's local client unless another ``token`` is given."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http:
-        async with Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
-            yield client
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
+    async with http, Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
+        yield client
 
 
 def rest(stack: Stack, token: str | None = None) -> httpx.Client:
@@ -273,6 +283,116 @@ def rest(stack: Stack, token: str | None = None) -> httpx.Client:
 
 def arest(stack: Stack, token: str | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+
+
+# --- access control -----------------------------------------------------------------------------
+
+
+def add_client(clients_file: Path, client_id: str, role: Role, scope: Scope, **fields: Any) -> str:
+    """Add a client to a clients file and return its new API token (the gateway re-reads the file)."""
+    data = load_clients(clients_file) if clients_file.exists() else ClientsFile()
+    data.clients = [c for c in data.clients if c.id != client_id]
+    data.clients.append(ClientRecord(id=client_id, role=role, scope=scope, **fields))
+    token = issue_token(data, client_id)
+    save_clients(clients_file, data)
+    return token
+
+
+def error_json(result: CallToolResult) -> dict[str, Any]:
+    """A tool error's JSON body: ``error`` (stable code), ``message`` and details."""
+    body: dict[str, Any] = json.loads(tool_error(result))
+    return body
+
+
+def addresses_of(entry: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address of an address, CIDR or ``a.b.c.d-e`` range, by Python's ipaddress alone."""
+    if "/" in entry:
+        return list(ipaddress.ip_network(entry, strict=False))
+    if "-" in entry:
+        first_text, _, tail = entry.partition("-")
+        first = ipaddress.ip_address(first_text)
+        last = ipaddress.ip_address(".".join([*first_text.split(".")[:3], tail]))
+        return [ipaddress.ip_address(i) for i in range(int(first), int(last) + 1)]
+    return [ipaddress.ip_address(entry)]
+
+
+def oracle_in_scope(entries: Collection[str], allowed: Collection[str], denied: Collection[str]) -> bool:
+    """True when every address of every entry lies in an allowed network and in no denied one."""
+    allowed_nets = [ipaddress.ip_network(n) for n in allowed]
+    denied_nets = [ipaddress.ip_network(n) for n in denied]
+    for entry in entries:
+        for address in addresses_of(entry):
+            if not any(address in n for n in allowed_nets if n.version == address.version):
+                return False
+            if any(address in n for n in denied_nets if n.version == address.version):
+                return False
+    return True
+
+
+class Jwks:
+    """Signing keys of a pretend identity provider: an RSA and an EC key, published as a JWKS."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.keys = [
+            {**json.loads(RSAAlgorithm.to_jwk(self.rsa.public_key())), "kid": "rsa-1", "alg": "RS256", "use": "sig"},
+            {**json.loads(ECAlgorithm.to_jwk(self.ec.public_key())), "kid": "ec-1", "alg": "ES256", "use": "sig"},
+        ]
+        self.requests = 0
+
+
+@contextlib.contextmanager
+def serving_jwks() -> Iterator[tuple[str, Jwks]]:
+    """A real JWKS over HTTP on loopback, as an identity provider serves it; yields (url, keys)."""
+    jwks = Jwks()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            jwks.requests += 1
+            body = json.dumps({"keys": jwks.keys}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", jwks
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# A small universe around the always-denied edges, so every address can be enumerated.
+SCOPE_BASES = ["10.0.0.0", "10.0.1.0", "126.255.255.0", "127.0.0.0", "169.254.169.0", "223.255.255.0", "255.255.255.0"]
+
+
+@st.composite
+def scope_networks(draw: st.DrawFn) -> str:
+    base = ipaddress.ip_address(draw(st.sampled_from(SCOPE_BASES)))
+    prefix = draw(st.integers(min_value=26, max_value=32))
+    offset = draw(st.integers(min_value=0, max_value=255))
+    return str(ipaddress.ip_network(f"{base + offset}/{prefix}", strict=False))
+
+
+@st.composite
+def scope_targets(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["address", "cidr", "range"]))
+    base = ipaddress.ip_address(draw(st.sampled_from(SCOPE_BASES)))
+    first = base + draw(st.integers(min_value=0, max_value=255))
+    if kind == "address":
+        return str(first)
+    if kind == "cidr":
+        return f"{first}/{draw(st.integers(min_value=27, max_value=32))}"
+    last = draw(st.integers(min_value=int(str(first).rsplit(".", 1)[1]), max_value=255))
+    return f"{first}-{last}"
 
 
 def tool_json(result: CallToolResult) -> dict[str, Any]:

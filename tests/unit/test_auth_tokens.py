@@ -6,68 +6,34 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from scanfleet.common.clients import Client, ClientDirectory, ClientsFile, OAuthIssuer, Role, issue_token, save_clients
 from scanfleet.gateway.auth import Authenticator
+from tests.helpers import Jwks, serving_jwks
 
 ISSUER = "https://idp.test/realms/sec"
 RESOURCE = "http://127.0.0.1:8080/mcp"
 
 
-class Jwks:
-    def __init__(self) -> None:
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ec = ec.generate_private_key(ec.SECP256R1())
-        self.keys = [
-            {**json.loads(RSAAlgorithm.to_jwk(self.rsa.public_key())), "kid": "rsa-1", "alg": "RS256", "use": "sig"},
-            {**json.loads(ECAlgorithm.to_jwk(self.ec.public_key())), "kid": "ec-1", "alg": "ES256", "use": "sig"},
-        ]
-        self.requests = 0
+def claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": ISSUER, "aud": RESOURCE, "sub": "svc-agent-7", "iat": now, "nbf": now, "exp": now + 300, **over}
 
 
 @pytest.fixture
 def jwks_server() -> Iterator[tuple[str, Jwks]]:
-    jwks = Jwks()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            jwks.requests += 1
-            body = json.dumps({"keys": jwks.keys}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", jwks
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def claims(**over: Any) -> dict[str, Any]:
-    now = int(time.time())
-    return {"iss": ISSUER, "aud": RESOURCE, "sub": "svc-agent-7", "iat": now, "nbf": now, "exp": now + 300, **over}
+    with serving_jwks() as served:
+        yield served
 
 
 @pytest.fixture

@@ -22,60 +22,14 @@ from scanfleet.common.scope import (
     name_matches,
 )
 from scanfleet.common.targets import parse_targets
-
-# A small universe around the always-denied edges, so every address can be enumerated.
-BASES = ["10.0.0.0", "10.0.1.0", "126.255.255.0", "127.0.0.0", "169.254.169.0", "223.255.255.0", "255.255.255.0"]
-
-
-@st.composite
-def networks(draw: st.DrawFn) -> str:
-    base = ipaddress.ip_address(draw(st.sampled_from(BASES)))
-    prefix = draw(st.integers(min_value=26, max_value=32))
-    offset = draw(st.integers(min_value=0, max_value=255))
-    return str(ipaddress.ip_network(f"{base + offset}/{prefix}", strict=False))
-
-
-@st.composite
-def targets(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["address", "cidr", "range"]))
-    base = ipaddress.ip_address(draw(st.sampled_from(BASES)))
-    first = base + draw(st.integers(min_value=0, max_value=255))
-    if kind == "address":
-        return str(first)
-    if kind == "cidr":
-        return f"{first}/{draw(st.integers(min_value=27, max_value=32))}"
-    last = draw(st.integers(min_value=int(str(first).rsplit(".", 1)[1]), max_value=255))
-    return f"{first}-{last}"
-
-
-def addresses_of(entry: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    if "/" in entry:
-        return list(ipaddress.ip_network(entry, strict=False))
-    if "-" in entry:
-        first_text, _, tail = entry.partition("-")
-        first = ipaddress.ip_address(first_text)
-        last = ipaddress.ip_address(".".join([*first_text.split(".")[:3], tail]))
-        return [ipaddress.ip_address(i) for i in range(int(first), int(last) + 1)]
-    return [ipaddress.ip_address(entry)]
-
-
-def oracle_allows(entries: list[str], allowed: list[str], exclude: list[str]) -> bool:
-    allowed_nets = [ipaddress.ip_network(n) for n in allowed]
-    denied_nets = [ipaddress.ip_network(n) for n in (*ALWAYS_DENIED, *exclude)]
-    for entry in entries:
-        for address in addresses_of(entry):
-            if not any(address in n for n in allowed_nets if n.version == address.version):
-                return False
-            if any(address in n for n in denied_nets if n.version == address.version):
-                return False
-    return True
+from tests.helpers import oracle_in_scope, scope_networks, scope_targets
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    allowed=st.lists(networks(), min_size=1, max_size=4),
-    exclude=st.lists(networks(), max_size=2),
-    wanted=st.lists(targets(), min_size=1, max_size=3),
+    allowed=st.lists(scope_networks(), min_size=1, max_size=4),
+    exclude=st.lists(scope_networks(), max_size=2),
+    wanted=st.lists(scope_targets(), min_size=1, max_size=3),
 )
 def test_accepted_exactly_when_every_address_is_in_scope(
     allowed: list[str], exclude: list[str], wanted: list[str]
@@ -88,7 +42,7 @@ def test_accepted_exactly_when_every_address_is_in_scope(
     except ScopeRefusal as refusal:
         accepted = False
         assert refusal.target in {t.text for t in parsed}
-    assert accepted == oracle_allows([t.text for t in parsed], allowed, exclude)
+    assert accepted == oracle_in_scope([t.text for t in parsed], allowed, [*ALWAYS_DENIED, *exclude])
 
 
 def check(

@@ -6,7 +6,7 @@ Only admins: a client with the ``admin`` role, or ``Authorization: Bearer $SCANF
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -43,19 +43,20 @@ async def plain(call: Awaitable[T]) -> Any:
         raise GatewayError(404, "not_found", f"no such dead letter ({type(exc).__name__})") from None
 
 
+async def admin_only(caller: Caller, work: Coroutine[Any, Any, T]) -> Any:
+    """The admin operation, for admins only; anyone else gets 403 and the work never starts."""
+    if caller.role is not Role.ADMIN:
+        work.close()
+        raise GatewayError(403, "forbidden", "the admin routes need a client with the admin role")
+    return await plain(work)
+
+
 def admin_router(rt: Runtime, guard: Guard) -> APIRouter:
-    async def admin_caller(request: Request) -> Caller:
-        caller = await guard.rest_caller(request)
-        if caller.role is not Role.ADMIN:
-            await guard.audit(caller, f"admin{request.url.path.removeprefix('/v1/admin')}", "deny", code="forbidden")
-            raise GatewayError(403, "forbidden", "the admin routes need a client with the admin role")
-        return caller
-
     router = APIRouter(prefix="/v1/admin")
-    authenticated = Depends(admin_caller)
+    authenticated = Depends(guard.rest_caller)
 
-    async def run(caller: Caller, action: str, work: Awaitable[T], **fields: Any) -> Any:
-        return await guard.run(caller, f"admin.{action}", plain(work), **fields)
+    async def run(caller: Caller, action: str, work: Coroutine[Any, Any, T], **fields: Any) -> Any:
+        return await guard.run(caller, f"admin.{action}", admin_only(caller, work), **fields)
 
     @router.get("/dlq")
     async def list_letters(

@@ -9,6 +9,7 @@ is queued (``Guard.audit`` from the core), so a scan never runs unrecorded.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import re
@@ -82,6 +83,9 @@ class Guard:
         principal = None
         if isinstance(user, AuthenticatedUser):
             principal = self.authenticator.directory.get(user.access_token.client_id)
+            method = (user.access_token.claims or {}).get("method")
+            if principal is not None and isinstance(method, str):
+                principal = dataclasses.replace(principal, method=method)
         if principal is None:
             # The bearer middleware let the request in, so the client was disabled since.
             raise ToolError("unauthorized: this client is no longer allowed to call scanfleet")

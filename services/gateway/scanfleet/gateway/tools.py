@@ -6,10 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 from scanfleet.common.tasks import TaskState
 from scanfleet.gateway.control_tools import register_control_tools
 from scanfleet.gateway.core import Gateway, SubmitScan
+from scanfleet.gateway.errors import GatewayError, tool_error
 from scanfleet.gateway.guard import Guard, raw_targets
 from scanfleet.gateway.queue_tools import register_queue_tools
 from scanfleet.gateway.results import Results
@@ -24,8 +28,33 @@ INSTRUCTIONS = (
 )
 
 
+class ScanfleetMCP(MCPServer):
+    """Tool errors as the same JSON a REST client gets, and never an argument's value.
+
+    The SDK words a refused argument with pydantic's message, which quotes the value: a
+    password typed into the wrong field would come straight back. Here only field names do.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                fields = sorted({".".join(str(p) for p in err["loc"]) for err in cause.errors()})
+                refusal = GatewayError(
+                    422, "invalid_arguments", f"invalid value for: {', '.join(fields)}", fields=fields
+                )
+                raise tool_error(refusal) from None
+            raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc.__cause__
+
+
 def build_mcp(gateway: Gateway, results: Results, guard: Guard, **auth: Any) -> MCPServer:
-    mcp = MCPServer("scanfleet", instructions=INSTRUCTIONS, **auth)
+    mcp = ScanfleetMCP("scanfleet", instructions=INSTRUCTIONS, **auth)
     register_scan_tools(mcp, gateway, guard)
     register_results_tools(mcp, results, guard)
     register_control_tools(mcp, gateway, guard)
