@@ -24,9 +24,11 @@
 #       NATS_AGENT_PASSWORD=$pw_agent NATS_VALIDATOR_PASSWORD=$pw_validator \
 #       NATS_JANITOR_PASSWORD=$pw_janitor NATS_PROVISION_PASSWORD=$pw_provision \
 #       NATS_ADMIN_PASSWORD=$pw_admin
-#   for t in gateway/gateway dispatcher/dispatcher agent/agent validator/validator \
+#   for t in dispatcher/dispatcher agent/agent validator/validator \
 #            janitor/janitor dispatcher/provision agent/provision; do
 #     u=${t#*/}; eval "pw=\$pw_$u"; nomad var put -force nomad/jobs/scanfleet/$t nats_password=$pw; done
+#   # the gateway's variable also holds the clients file (scanfleet clients --file clients.yaml ...):
+#   nomad var put -force nomad/jobs/scanfleet/gateway/gateway nats_password=$pw_gateway clients_yaml=@clients.yaml
 #
 # Layout: one group per process so each restarts, updates and scales on its own.
 #   nats        nats-server with JetStream (single node, sticky disk)
@@ -231,9 +233,21 @@ job "scanfleet" {
 
       env {
         SCANFLEET_NATS_USER     = "gateway"
-        SCANFLEET_GATEWAY_HOST = "0.0.0.0"
-        SCANFLEET_GATEWAY_PORT = "8080"
-        SCANFLEET_LOG_LEVEL    = var.log_level
+        SCANFLEET_GATEWAY_HOST  = "0.0.0.0"
+        SCANFLEET_GATEWAY_PORT  = "8080"
+        SCANFLEET_LOG_LEVEL     = var.log_level
+        SCANFLEET_CLIENTS_FILE  = "/secrets/clients.yaml"
+      }
+
+      # Roles, scopes and token hashes; the gateway re-reads the file when Nomad rewrites it,
+      # so a revoked token stops working without a restart.
+      template {
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/scanfleet/gateway/gateway" }}{{ .clients_yaml }}{{ end }}
+        EOT
+        destination = "secrets/clients.yaml"
+        perms       = "0600"
+        change_mode = "noop"
       }
 
       template {

@@ -356,3 +356,16 @@ def test_nomad_nats_requires_authentication_and_every_task_has_its_user() -> Non
             assert "local.nats_password_env" in block, task
             assert "local.nats_passwords_env" not in block, task
     assert "local.nats_passwords_env" in blocks["nats"]
+
+
+def test_the_gateway_gets_its_clients_file_everywhere() -> None:
+    """A gateway listening on every interface refuses to start without clients, so both deploy
+    paths must hand it the file: compose as a read-only directory (an atomic rewrite of a
+    single bind-mounted file would not reach the container), Nomad from its own variable."""
+    gateway = _scanfleet_services()["gateway"]
+    path = gateway["environment"]["SCANFLEET_CLIENTS_FILE"]
+    mounts = [m for m in gateway["volumes"] if isinstance(m, dict)]
+    assert any(path.startswith(m["target"] + "/") and m["read_only"] for m in mounts)
+    nomad = _nomad()
+    assert 'SCANFLEET_CLIENTS_FILE  = "/secrets/clients.yaml"' in nomad
+    assert 'nomadVar "nomad/jobs/scanfleet/gateway/gateway" }}{{ .clients_yaml }}' in nomad
