@@ -274,6 +274,9 @@ async def test_browser_and_abuse_hardening(stack: Stack, tokens: dict[str, str])
                  "credentials": {"username": "root", "password": "p", "escalation": secret}}  # fmt: skip
         refused = await http.post("/v1/scans", json=leaky)
         assert refused.status_code == 422 and secret not in refused.text
+    async with stack_js(stack) as js:
+        refusals = await audit.read(js, audit.AuditQuery(client="anonymous", action="http_request"))
+    assert {r.code for r in refusals} >= {"unsupported_media_type", "invalid_origin", "invalid_host", "body_too_large"}
     async with mcp_client(stack, tokens["local"]) as mcp:
         result = await mcp.call_tool(
             "run_authenticated_scan",

@@ -84,7 +84,9 @@ def create_app(rt: Runtime) -> FastAPI:
             await http.aclose()
 
     app = FastAPI(title="scanfleet gateway", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RestGuard, security=security, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        RestGuard, security=security, max_body=settings.max_body_bytes, refused=guard.audit_refused_request
+    )
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(_: Request, exc: GatewayError) -> JSONResponse:

@@ -9,6 +9,7 @@ is queued (``Guard.audit`` from the core), so a scan never runs unrecorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -166,9 +167,18 @@ class Guard:
         )
         await self._append(record)
 
-    async def audit_anonymous(self, action: str, interface: str, source: str | None, reason: str) -> None:
+    async def audit_refused_request(self, request: Request, code: str, reason: str) -> None:
+        """A request refused before anyone was asked who sent it (Host, Origin, media type, size)."""
+        source = request.client.host if request.client else None
+        why = f"{request.method} {request.url.path}: {reason}"
+        with contextlib.suppress(GatewayError):  # the refusal stands either way; _append logged it
+            await self.audit_anonymous("http_request", "rest", source, why, code)
+
+    async def audit_anonymous(
+        self, action: str, interface: str, source: str | None, reason: str, code: str = "unauthorized"
+    ) -> None:
         record = trail.AuditRecord(
-            action=action, decision="deny", code="unauthorized", reason=reason, interface=interface, source=source
+            action=action, decision="deny", code=code, reason=reason, interface=interface, source=source
         )
         await self._append(record)
 

@@ -9,6 +9,7 @@ request that skips CORS preflight), and bodies are bounded.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -58,42 +59,51 @@ class _HostAnywhere(TransportSecurityMiddleware):
         return "*" in self.settings.allowed_hosts or super()._validate_host(host)
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-    body = msgspec.json.encode({"error": code, "message": message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+OnRefused = Callable[[Request, str, str], Awaitable[None]]
 
 
 class RestGuard:
     """ASGI middleware for ``/v1``: Host/Origin, JSON bodies only (415), bounded size (413)."""
 
-    def __init__(self, app: ASGIApp, security: TransportSecuritySettings, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, security: TransportSecuritySettings, max_body: int, refused: OnRefused | None = None
+    ) -> None:
         self.app = app
         self.checks = _HostAnywhere(security)
         self.max_body = max_body
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        refusal = await self._check(request)
+        if refusal is None:
+            await self.app(scope, self._bounded(receive, send), send)
+            return
+        status, code, message = refusal
+        if self.refused is not None:
+            await self.refused(request, code, message)
+        body = msgspec.json.encode({"error": code, "message": message})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _check(self, request: Request) -> tuple[int, str, str] | None:
         refused = await self.checks.validate_request(request, is_post=False)
         if refused is not None:
             code = "invalid_host" if refused.status_code == 421 else "invalid_origin"
-            await _refuse(send, refused.status_code, code, f"{code.replace('_', ' ')}: not an allowed host or origin")
-            return
-        if scope["method"] in BODY_METHODS:
+            return refused.status_code, code, f"{code.replace('_', ' ')}: not an allowed host or origin"
+        if request.method in BODY_METHODS:
             length = request.headers.get("content-length")
             has_body = (length is not None and length != "0") or "transfer-encoding" in request.headers
             content_type = request.headers.get("content-type", "")
             if has_body and not content_type.lower().startswith("application/json"):
-                await _refuse(send, 415, "unsupported_media_type", "request bodies must be application/json")
-                return
+                return 415, "unsupported_media_type", "request bodies must be application/json"
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await _refuse(send, 413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
-                return
-        await self.app(scope, self._bounded(receive, send), send)
+                return 413, "body_too_large", f"request bodies are limited to {self.max_body} bytes"
+        return None
 
     def _bounded(self, receive: Receive, send: Send) -> Receive:
         """Count a streamed body too: one sent without Content-Length cannot exceed the bound."""

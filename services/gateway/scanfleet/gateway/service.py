@@ -19,14 +19,15 @@ log = logging.getLogger("scanfleet.gateway")
 def refuse_unsafe_start(settings: Settings) -> None:
     """A gateway reachable from other machines must never start open: no client, no start."""
     directory = ClientDirectory(Path(settings.clients_file) if settings.clients_file else None)
+    configured = directory.configured
     if directory.error:
         raise ConfigError(f"clients file: {directory.error}")
-    if not is_loopback(settings.gateway_host) and not directory.configured:
+    if not is_loopback(settings.gateway_host) and not configured:
         raise ConfigError(
             f"refusing to listen on {settings.gateway_host}: no client is configured. Add one with "
             "'scanfleet clients add <id> --targets <cidr> --token' and set SCANFLEET_CLIENTS_FILE"
         )
-    if not directory.configured:
+    if not configured:
         log.warning("no client is configured: every request will be refused with 401")
 
 
