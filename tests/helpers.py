@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from typing import Any, TypeVar
 
 import httpx
+import httpx2
 import msgspec
 import nats
 import uvicorn
 from fastapi import FastAPI
-import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -32,11 +32,18 @@ from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.capacity import Slots
+from scanfleet.common.clients import Client as ScanfleetClient
+from scanfleet.common.clients import ClientDirectory, Principal, Role
 from scanfleet.common.embedded import free_port
 from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.scope import CompiledScope, Scope
+from scanfleet.common.targets import Target
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.emulator.config import EmulatorConfig
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.admission import Admission
+from scanfleet.gateway.core import Gateway
 
 T = TypeVar("T")
 
@@ -169,6 +176,34 @@ async def submit_export(rt: Runtime, data: bytes, *, scan_type: ScanType = "untr
     return task_id
 
 
+# --- the gateway's core, called directly ---------------------------------------------------------
+
+# Named make_*, not test_*: pytest would collect a test_* name imported into a test module.
+TEST_SCOPE = Scope(
+    targets=["10.0.0.0/8"],
+    scan_types=["untrusted", "authenticated", "authenticated_privileged"],
+    credential_refs=["*"],
+    max_targets=65536,
+    max_active=100_000,
+    submissions_per_minute=100_000,
+)
+"""Wide enough that only what a test is about can refuse a submission."""
+
+
+def make_caller(role: Role = Role.ADMIN, client_id: str = "tester", scope: Scope = TEST_SCOPE) -> Caller:
+    client = ScanfleetClient(id=client_id, role=role, scope=scope)
+    return Caller(Principal(client, CompiledScope.of(scope), "test"))
+
+
+def make_gateway(rt: Runtime) -> Gateway:
+    """A gateway core with no clients file: callers come from ``make_caller``."""
+    return Gateway(rt, Admission(rt.settings, ClientDirectory(None)))
+
+
+async def queue_at_once(task_id: str, targets: list[Target], pool: str, scan_type: ScanType) -> None:
+    """``before_queue`` for tests: the REST and MCP layers audit there; nothing to record here."""
+
+
 # --- the emulator -------------------------------------------------------------------------------
 
 ACCESS_KEY = "test-access-key"
@@ -261,18 +296,22 @@ async def mcp_client(stack: Stack, token: str | None = None) -> AsyncIterator[Cl
     """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
     Authenticated as the stack's local client unless another ``token`` is given."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http:
-        async with Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+        Client(streamable_http_client(stack.mcp_url, http_client=http)) as client,
+    ):
+        yield client
 
 
-def rest(stack: Stack, token: str | None = None) -> httpx.Client:
+def rest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
     """A REST client for the stack's gateway, authenticated as the local client unless ``token``."""
-    return httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+    headers = {"Authorization": f"Bearer {token or stack.token}"}
+    return httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=timeout)
 
 
-def arest(stack: Stack, token: str | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+def arest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token or stack.token}"}
+    return httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=timeout)
 
 
 def tool_json(result: CallToolResult) -> dict[str, Any]:
@@ -281,9 +320,16 @@ def tool_json(result: CallToolResult) -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def tool_error(result: CallToolResult) -> str:
+def tool_error_text(result: CallToolResult) -> str:
     assert result.is_error, result.content
     return result.content[0].text  # type: ignore[union-attr]
+
+
+def tool_error(result: CallToolResult) -> dict[str, Any]:
+    """A tool's refusal: the same JSON a REST client gets (``error`` code, ``message``, details)."""
+    refusal = json.loads(tool_error_text(result))
+    assert isinstance(refusal, dict) and {"error", "message"} <= refusal.keys(), refusal
+    return refusal
 
 
 async def status_of(mcp: Client, task_id: str) -> dict[str, Any]:
