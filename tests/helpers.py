@@ -326,8 +326,15 @@ def tool_error_text(result: CallToolResult) -> str:
 
 
 def tool_error(result: CallToolResult) -> dict[str, Any]:
-    """A tool's refusal: the same JSON a REST client gets (``error`` code, ``message``, details)."""
-    refusal = json.loads(tool_error_text(result))
+    """A tool's refusal: the same JSON a REST client gets (``error`` code, ``message``, details),
+    after the ``Error executing tool <name>: `` the MCP SDK puts before every tool error."""
+    text = tool_error_text(result)
+    prefix, _, body = text.partition(": ")
+    assert prefix.startswith("Error executing tool "), text
+    try:
+        refusal = json.loads(body)
+    except json.JSONDecodeError:
+        raise AssertionError(f"a tool refusal that is not JSON: {text!r}") from None
     assert isinstance(refusal, dict) and {"error", "message"} <= refusal.keys(), refusal
     return refusal
 
