@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import nats
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
@@ -64,7 +66,10 @@ async def run(scans: int, scan_duration: float) -> dict[str, Any]:
         await asyncio.to_thread(stack.start)
         ready = time.perf_counter() - t0
         try:
-            async with Client(stack.mcp_url) as client:
+            async with (
+                httpx2.AsyncClient(headers=stack.auth_headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+                Client(streamable_http_client(stack.mcp_url, http_client=http)) as client,
+            ):
                 while await usable_scanners(client) < len(stack.options.fleet):  # noqa: ASYNC110 (polls an API)
                     await asyncio.sleep(0.05)
                 fleet_ready = time.perf_counter() - t0

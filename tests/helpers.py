@@ -39,14 +39,26 @@ from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.bus import put_object_stream
 from scanfleet.common.capacity import Slots
-from scanfleet.common.clients import Client as ClientRecord
-from scanfleet.common.clients import ClientsFile, Role, issue_token, load_clients, save_clients
+from scanfleet.common.clients import Client as ScanfleetClient
+from scanfleet.common.clients import (
+    ClientDirectory,
+    ClientsFile,
+    Principal,
+    Role,
+    issue_token,
+    load_clients,
+    save_clients,
+)
 from scanfleet.common.embedded import free_port
 from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.scope import Scope
+from scanfleet.common.scope import CompiledScope, Scope
+from scanfleet.common.targets import Target
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.emulator.config import EmulatorConfig
+from scanfleet.gateway.access import Caller
+from scanfleet.gateway.admission import Admission
+from scanfleet.gateway.core import Gateway
 
 T = TypeVar("T")
 
@@ -179,6 +191,34 @@ async def submit_export(rt: Runtime, data: bytes, *, scan_type: ScanType = "untr
     return task_id
 
 
+# --- the gateway's core, called directly ---------------------------------------------------------
+
+# Named make_*, not test_*: pytest would collect a test_* name imported into a test module.
+TEST_SCOPE = Scope(
+    targets=["10.0.0.0/8"],
+    scan_types=["untrusted", "authenticated", "authenticated_privileged"],
+    credential_refs=["*"],
+    max_targets=65536,
+    max_active=100_000,
+    submissions_per_minute=100_000,
+)
+"""Wide enough that only what a test is about can refuse a submission."""
+
+
+def make_caller(role: Role = Role.ADMIN, client_id: str = "tester", scope: Scope = TEST_SCOPE) -> Caller:
+    client = ScanfleetClient(id=client_id, role=role, scope=scope)
+    return Caller(Principal(client, CompiledScope.of(scope), "test"))
+
+
+def make_gateway(rt: Runtime) -> Gateway:
+    """A gateway core with no clients file: callers come from ``make_caller``."""
+    return Gateway(rt, Admission(rt.settings, ClientDirectory(None)))
+
+
+async def queue_at_once(task_id: str, targets: list[Target], pool: str, scan_type: ScanType) -> None:
+    """``before_queue`` for tests: the REST and MCP layers audit there; nothing to record here."""
+
+
 # --- the emulator -------------------------------------------------------------------------------
 
 ACCESS_KEY = "test-access-key"
@@ -271,18 +311,22 @@ async def mcp_client(stack: Stack, token: str | None = None) -> AsyncIterator[Cl
     """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
     Authenticated as the stack's local client unless another ``token`` is given."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
-    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
-    async with http, Client(streamable_http_client(stack.mcp_url, http_client=http)) as client:
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+        Client(streamable_http_client(stack.mcp_url, http_client=http)) as client,
+    ):
         yield client
 
 
-def rest(stack: Stack, token: str | None = None) -> httpx.Client:
+def rest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
     """A REST client for the stack's gateway, authenticated as the local client unless ``token``."""
-    return httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+    headers = {"Authorization": f"Bearer {token or stack.token}"}
+    return httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=timeout)
 
 
-def arest(stack: Stack, token: str | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {token or stack.token}"})
+def arest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token or stack.token}"}
+    return httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=timeout)
 
 
 # --- access control -----------------------------------------------------------------------------
@@ -292,16 +336,10 @@ def add_client(clients_file: Path, client_id: str, role: Role, scope: Scope, **f
     """Add a client to a clients file and return its new API token (the gateway re-reads the file)."""
     data = load_clients(clients_file) if clients_file.exists() else ClientsFile()
     data.clients = [c for c in data.clients if c.id != client_id]
-    data.clients.append(ClientRecord(id=client_id, role=role, scope=scope, **fields))
+    data.clients.append(ScanfleetClient(id=client_id, role=role, scope=scope, **fields))
     token = issue_token(data, client_id)
     save_clients(clients_file, data)
     return token
-
-
-def error_json(result: CallToolResult) -> dict[str, Any]:
-    """A tool error's JSON body: ``error`` (stable code), ``message`` and details."""
-    body: dict[str, Any] = json.loads(tool_error(result))
-    return body
 
 
 def addresses_of(entry: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -401,9 +439,20 @@ def tool_json(result: CallToolResult) -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def tool_error(result: CallToolResult) -> str:
+def tool_error_text(result: CallToolResult) -> str:
     assert result.is_error, result.content
     return result.content[0].text  # type: ignore[union-attr]
+
+
+def tool_error(result: CallToolResult) -> dict[str, Any]:
+    """A tool's refusal: exactly the JSON a REST client gets (``error`` code, ``message``, details)."""
+    text = tool_error_text(result)
+    try:
+        refusal = json.loads(text)
+    except json.JSONDecodeError:
+        raise AssertionError(f"a tool refusal that is not JSON: {text!r}") from None
+    assert isinstance(refusal, dict) and {"error", "message"} <= refusal.keys(), refusal
+    return refusal
 
 
 async def status_of(mcp: Client, task_id: str) -> dict[str, Any]:

@@ -30,12 +30,12 @@ from scanfleet.common.scope import Scope
 from tests.helpers import (
     add_client,
     arest,
-    error_json,
     long_scan,
     mcp_client,
     running_stack,
     serving_jwks,
     stack_js,
+    tool_error,
     tool_json,
     wait_event,
     wait_terminal,
@@ -117,7 +117,7 @@ async def test_a_new_user_is_told_who_may_scan_what(stack: Stack, tokens: dict[s
             ("169.254.169.254", "target_denied"),
             ("127.0.0.1", "target_denied"),
         ):
-            refusal = error_json(await alice.call_tool("run_untrusted_scan", {"targets": target, "name": "nope"}))
+            refusal = tool_error(await alice.call_tool("run_untrusted_scan", {"targets": target, "name": "nope"}))
             assert refusal["error"] == code
             assert refusal["target"] == target
             assert refusal["allowed"]["targets"] == ["10.0.0.0/28"]
@@ -128,7 +128,7 @@ async def test_a_new_user_is_told_who_may_scan_what(stack: Stack, tokens: dict[s
 
     async with mcp_client(stack, tokens["bob"]) as bob:
         for tool in ("get_scan_status", "cancel_scan", "get_host_summary"):
-            unseen = error_json(await bob.call_tool(tool, {"task_id": task["task_id"]}))
+            unseen = tool_error(await bob.call_tool(tool, {"task_id": task["task_id"]}))
             assert unseen["error"] == "task_not_found"
         listed = tool_json(await bob.call_tool("list_tasks", {}))
         assert task["task_id"] not in {t["task_id"] for t in listed["tasks"]}
@@ -186,7 +186,7 @@ async def test_role_action_matrix_over_mcp_and_rest(stack: Stack, tokens: dict[s
             result = await calls.tool(stack, token, client, action, args)
             outcomes[(client, "mcp", action)] = not result.is_error
             if result.is_error:
-                assert error_json(result)["error"] == "task_not_found"
+                assert tool_error(result)["error"] == "task_not_found"
             response = await calls.http(stack, token, client, action, method, path.format(task=done["task_id"]))
             outcomes[(client, "rest", action)] = response.status_code == 200
             if response.status_code != 200:
@@ -196,7 +196,7 @@ async def test_role_action_matrix_over_mcp_and_rest(stack: Stack, tokens: dict[s
             result = await calls.tool(stack, token, client, action, {"task_id": running["task_id"]})
             outcomes[(client, "mcp", action)] = not result.is_error
             if result.is_error:
-                assert error_json(result)["error"] == "task_not_found"
+                assert tool_error(result)["error"] == "task_not_found"
         for action, (method, path) in CONTROLS.items():
             response = await calls.http(stack, token, client, action, method, path.format(task=running["task_id"]))
             outcomes[(client, "rest", action)] = response.status_code == 200
@@ -282,7 +282,7 @@ async def test_browser_and_abuse_hardening(stack: Stack, tokens: dict[str, str])
             "run_authenticated_scan",
             {"targets": "10.0.0.9", "name": "x", "username": "root", "password": "p", "escalation": secret},
         )
-        assert error_json(result)["error"] == "invalid_arguments" and secret not in str(result.content)
+        assert tool_error(result)["error"] == "invalid_arguments" and secret not in str(result.content)
 
     burst = add_client(
         stack.clients_file, "burst", Role.AGENT, msgspec.structs.replace(LAB, submissions_per_minute=3, max_active=2)

@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.helpers import mcp_client, running_stack, scanner_named, tool_error, tool_json, wait_terminal
+from tests.helpers import mcp_client, running_stack, scanner_named, tool_error_text, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,7 @@ async def test_planted_passwords_appear_nowhere(stack: Stack) -> None:
             "run_authenticated_scan",
             {"targets": "10.61.0.5", "name": "x", "scan_type": "authenticated_privileged", "password": PLANTED},
         )
-        responses.append(tool_error(refused))
+        responses.append(tool_error_text(refused))
         ends = {t["task_id"]: (await wait_terminal(stack, t["task_id"], within=60))[-1] for t in (ok, wrong, ref)}
         ends[missing["task_id"]] = (await wait_terminal(stack, missing["task_id"], within=60))[-1]
         statuses = {t["task_id"]: await tool("get_scan_status", {"task_id": t["task_id"]}) for t in (ok, wrong, ref)}

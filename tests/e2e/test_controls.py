@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scanfleet.cli.stack import Stack
+from scanfleet.cli.stack import LOCAL_CLIENT, Stack
 from scanfleet.common.tasks import TaskState
 from tests.helpers import (
     emulator_scan,
@@ -49,7 +49,7 @@ async def test_cancel_a_queued_then_a_running_scan_in_a_full_pool(stack: Stack) 
         assert [t["task_id"] for t in queue["pools"][0]["next_tasks"]] == [waiting["task_id"]]
 
         refused = tool_error(await mcp.call_tool("pause_scan", {"task_id": waiting["task_id"]}))
-        assert "cannot_pause" in refused and "not started" in refused
+        assert refused["error"] == "cannot_pause" and "not started" in refused["message"]
 
         cancelled = tool_json(
             await mcp.call_tool("cancel_scan", {"task_id": waiting["task_id"], "reason": "wrong window"})
@@ -60,11 +60,12 @@ async def test_cancel_a_queued_then_a_running_scan_in_a_full_pool(stack: Stack) 
         assert waiting["task_id"] not in await slot_holders(stack, "dmz", "scanner-3")
 
         answer = tool_json(await mcp.call_tool("cancel_scan", {"task_id": blocker["task_id"]}))
-        assert answer["status"] == "running" and answer["cancel_requested"] == "cancelled by operator"
+        assert answer["status"] == "running" and answer["cancel_requested"] == f"cancelled by {LOCAL_CLIENT}"
         assert (await wait_terminal(stack, blocker["task_id"]))[-1] == "cancelled"
         await assert_stopped_and_freed(stack, blocker)
         final = await status_of(mcp, blocker["task_id"])
         assert final["status"] == "cancelled" and final["error_reason"] == "cancelled"
+        assert final["submitted_by"] == final["cancelled_by"] == LOCAL_CLIENT
 
 
 async def test_pause_then_resume_a_running_scan(stack: Stack) -> None:
@@ -72,7 +73,7 @@ async def test_pause_then_resume_a_running_scan(stack: Stack) -> None:
         task = await running_scan(mcp, stack, "pause me", 4)
         task_id, pool, instance = task["task_id"], task["scanner_pool"], task["scanner_instance"]
         refused = tool_error(await mcp.call_tool("resume_scan", {"task_id": task_id}))
-        assert "cannot_resume" in refused and "not paused" in refused
+        assert refused["error"] == "cannot_resume" and "not paused" in refused["message"]
 
         answer = tool_json(await mcp.call_tool("pause_scan", {"task_id": task_id}))
         assert answer["status"] == "running"
@@ -100,9 +101,10 @@ async def test_pause_then_resume_a_running_scan(stack: Stack) -> None:
 
         for action in ("cancel_scan", "pause_scan", "resume_scan"):
             refused = tool_error(await mcp.call_tool(action, {"task_id": task_id}))
-            assert f"cannot_{action.removesuffix('_scan')}" in refused and "already ended (completed)" in refused
+            assert refused["error"] == f"cannot_{action.removesuffix('_scan')}"
+            assert "already ended (completed)" in refused["message"]
         missing = tool_error(await mcp.call_tool("cancel_scan", {"task_id": "no-such-task"}))
-        assert "task_not_found" in missing
+        assert missing["error"] == "task_not_found"
 
 
 async def test_cancel_a_paused_scan(stack: Stack) -> None:
@@ -118,4 +120,4 @@ async def test_cancel_a_paused_scan(stack: Stack) -> None:
         final = await status_of(mcp, task_id)
         assert final["error_message"] == "cancelled: no longer needed"
         refused = tool_error(await mcp.call_tool("cancel_scan", {"task_id": task_id}))
-        assert "cannot_cancel" in refused and "already ended (cancelled)" in refused
+        assert refused["error"] == "cannot_cancel" and "already ended (cancelled)" in refused["message"]

@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import capacity, contract
-from tests.helpers import mcp_client, running_stack, tool_json, wait_terminal
+from tests.helpers import mcp_client, running_stack, tool_error, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -179,4 +179,5 @@ async def test_queue_and_pool_status_report_live_load(stack: Stack) -> None:
         unknown = await mcp.call_tool("get_pool_status", {"scanner_pool": "nope"})
     assert pools["pools"][0]["avg_scan_duration_s"] is not None and pools["pools"][0]["avg_scan_duration_s"] > 0
     assert later["estimated_wait_seconds"] is not None
-    assert unknown.is_error and "dmz" in unknown.content[0].text  # type: ignore[union-attr]
+    refusal = tool_error(unknown)
+    assert refusal["error"] == "unknown_pool" and "dmz" in refusal["valid_pools"]

@@ -16,7 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanfleet.cli.stack import SERVICES, Stack, StackOptions
-from tests.helpers import mcp_client, running_stack, tool_json, until, wait_terminal
+from tests.helpers import arest, mcp_client, running_stack, tool_json, until, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, receiver: tuple[OtlpRecei
 
 
 async def fleet_usable(stack: Stack, count: int = 3) -> None:
-    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+    async with arest(stack) as http:
 
         async def usable() -> bool:
             return bool(sum(s["usable"] for s in (await http.get("/v1/scanners")).json()["scanners"]) >= count)

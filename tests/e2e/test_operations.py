@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.helpers import running_stack, scanner_named, until, wait_event, wait_terminal
+from tests.helpers import arest, running_stack, scanner_named, until, wait_event, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ async def emulator_fault(stack: Stack, pool: str, instance: str, **faults: Any) 
 
 
 async def test_retry_completes_a_dead_lettered_scan(ops: Stack) -> None:
-    async with httpx.AsyncClient(base_url=ops.gateway_url, timeout=10) as http:
+    async with arest(ops) as http:
         await fleet_usable(http)
         await emulator_fault(ops, "dmz", "scanner-3", export_error=True)
         submitted = await http.post("/v1/scans", json={"targets": ["10.60.0.1"], "name": "dlq", "scanner_pool": "dmz"})
@@ -104,7 +104,7 @@ async def test_completed_scan_expires_and_hand_made_scans_stay(ops: Stack) -> No
         hand_made = await nessus.create_scan(name="made-by-hand", targets=["10.70.0.9"])
         before = await nessus.scan_details(hand_made)
 
-    async with httpx.AsyncClient(base_url=ops.gateway_url, timeout=10) as http:
+    async with arest(ops) as http, httpx.AsyncClient(timeout=10) as plain:
         await fleet_usable(http)
         submitted = await http.post("/v1/scans", json={"targets": ["10.70.0.1"], "name": "expire me"})
         task_id = submitted.json()["task_id"]
@@ -116,7 +116,7 @@ async def test_completed_scan_expires_and_hand_made_scans_stay(ops: Stack) -> No
 
         await until(gone, "the task to expire", within=30.0, every=0.2)
         port = ops.service_ports["janitor"]
-        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        metrics = (await plain.get(f"http://127.0.0.1:{port}/metrics")).text
         series = 'nessus_ttl_deletions_total{state="completed"}'
         counted = [line for line in metrics.splitlines() if line.startswith(series)]
         assert counted and float(counted[0].split()[-1]) >= 1

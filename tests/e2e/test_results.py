@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from scanfleet.cli.stack import Stack
-from tests.helpers import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, wait_terminal
+from tests.helpers import arest, emulator_truth, mcp_client, scanner_named, tool_error, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -61,11 +60,12 @@ async def test_fifty_host_scan_results(stack: Stack) -> None:
         mismatch = tool_error(
             await mcp.call_tool("get_scan_results", {"task_id": task_id, "cursor": page["page"]["next_cursor"]})
         )
-        assert "cursor_mismatch" in mismatch
+        assert mismatch["error"] == "cursor_mismatch"
         invalid = tool_error(
             await mcp.call_tool("get_scan_results", {"task_id": task_id, "filters": {"cvss_score": 7}})
         )
-        assert "unknown filter" in invalid and "cvss3" in invalid
+        assert invalid["error"] == "invalid_filter" and "unknown filter" in invalid["message"]
+        assert "cvss3" in invalid["valid_filters"]
 
         host = truth["hosts"][7]
         detail = tool_json(await mcp.call_tool("get_host_summary", {"task_id": task_id, "host": host["name"]}))
@@ -81,7 +81,7 @@ async def test_fifty_host_scan_results(stack: Stack) -> None:
         )
         assert any(f["port"] == first["port"] and f.get("description") for f in full["findings"])
 
-    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+    async with arest(stack) as http:
         response = await http.get(f"/v1/scans/{task_id}/results", params={"severity": ">=3", "page_size": 5})
         assert response.status_code == 200, response.text
         rest = response.json()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 from mcp import Client
 
 from scanfleet.cli.stack import Stack
-from tests.helpers import emulator_truth, mcp_client, scanner_named, tool_error, tool_json, until, wait_terminal
+from tests.helpers import arest, emulator_truth, mcp_client, scanner_named, tool_error, tool_json, until, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -121,19 +120,19 @@ async def test_submission_errors_are_clear(stack: Stack) -> None:
         unknown_pool = tool_error(
             await mcp.call_tool("run_untrusted_scan", {"targets": "10.0.0.1", "name": "x", "scanner_pool": "nope"})
         )
-        assert "unknown_pool" in unknown_pool and "default" in unknown_pool and "dmz" in unknown_pool
+        assert unknown_pool["error"] == "unknown_pool" and {"default", "dmz"} <= set(unknown_pool["valid_pools"])
         unknown_instance = tool_error(
             await mcp.call_tool(
                 "run_untrusted_scan", {"targets": "10.0.0.1", "name": "x", "scanner_instance": "scanner-9"}
             )
         )
-        assert "scanner-1" in unknown_instance and "scanner-2" in unknown_instance
+        assert {"scanner-1", "scanner-2"} <= set(unknown_instance["valid_instances"])
         bad_targets = tool_error(
             await mcp.call_tool("run_untrusted_scan", {"targets": "10.0.0.1; rm -rf /", "name": "x"})
         )
-        assert "invalid_targets" in bad_targets and "10.0.0.1;" in bad_targets
+        assert bad_targets["error"] == "invalid_targets" and "10.0.0.1;" in bad_targets["message"]
         missing = tool_error(await mcp.call_tool("get_scan_status", {"task_id": "20990101T000000-000000000000"}))
-        assert "task_not_found" in missing
+        assert missing["error"] == "task_not_found"
 
 
 async def test_idempotency_key_returns_the_first_task(stack: Stack) -> None:
@@ -144,13 +143,13 @@ async def test_idempotency_key_returns_the_first_task(stack: Stack) -> None:
         assert again["task_id"] == first["task_id"]
         assert again["idempotent"] is True
         conflict = tool_error(await mcp.call_tool("run_untrusted_scan", {**args, "targets": "10.30.0.2"}))
-        assert "idempotency_conflict" in conflict and first["task_id"] in conflict
+        assert conflict["error"] == "idempotency_conflict" and conflict["task_id"] == first["task_id"]
 
 
 async def test_rest_api_runs_a_targeted_scan(stack: Stack) -> None:
     async with mcp_client(stack) as mcp:
         await wait_fleet_usable(mcp, 3)
-        async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+        async with arest(stack) as http:
             response = await http.post(
                 "/v1/scans", json={"targets": ["10.40.0.7"], "name": "rest", "scanner_pool": "dmz"}
             )
@@ -160,7 +159,7 @@ async def test_rest_api_runs_a_targeted_scan(stack: Stack) -> None:
             status = (await http.get(f"/v1/scans/{task_id}")).json()
             assert status["scanner_instance"] == "scanner-3"
             assert status["results_summary"]["hosts_scanned"] == 1
-            bad = await http.post("/v1/scans", content=b'{"targets": 5}')
+            bad = await http.post("/v1/scans", content=b'{"targets": 5}', headers={"content-type": "application/json"})
             assert bad.status_code == 422 and bad.json()["error"] == "invalid_request"
             assert (await http.get("/v1/scans/nope/results")).status_code == 404
             assert (await http.get("/health")).json() == {"status": "alive"}

@@ -24,9 +24,10 @@ from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.queue import QueueView
-from tests.helpers import until, watch_until
+from tests.helpers import make_caller, make_gateway, queue_at_once, until, watch_until
 
 POOL, INSTANCE = "dmz", "scanner-3"
+CALLER = make_caller()
 KEY = contract.instance_key(POOL, INSTANCE)
 
 
@@ -63,7 +64,7 @@ async def state_of(rt: Runtime, task_id: str, wanted: TaskState, within: float =
 
 
 async def submit(gateway: Gateway, name: str) -> str:
-    answer = await gateway.submit(SubmitScan(targets="10.1.0.1", name=name, scanner_pool=POOL))
+    answer = await gateway.submit(CALLER, SubmitScan(targets="10.1.0.1", name=name, scanner_pool=POOL), queue_at_once)
     return str(answer["task_id"])
 
 
@@ -84,7 +85,7 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
     fleet: Runtime, dispatcher: Dispatcher
 ) -> None:
     rt = fleet
-    gateway = Gateway(rt)
+    gateway = make_gateway(rt)
     control, queue = ScanControl(gateway), QueueView(rt)
     first = await submit(gateway, "holds the only slot")
     await state_of(rt, first, TaskState.DISPATCHED)
@@ -92,7 +93,7 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
     pool = dispatcher.dispatchers[POOL]
     await until(lambda: holds(pool, victim), "the dispatcher to hold the waiting request", within=10.0)
     assert await held_by_dispatcher(rt, 1)
-    assert (await queue.queue_status(POOL))["pools"][0]["queue_depth"] == 1
+    assert (await queue.queue_status(CALLER, POOL))["pools"][0]["queue_depth"] == 1
 
     slot_history: list[list[str]] = []
     watcher = await rt.capacity.watch(KEY)
@@ -105,9 +106,9 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
 
     recorder = asyncio.create_task(record_slots())
     try:
-        answer = await control.cancel(victim, "wrong targets")
+        answer = await control.cancel(CALLER, victim, "wrong targets")
         assert answer["status"] == "cancelled" and answer["error_message"] == "wrong targets"
-        status = await queue.queue_status(POOL)
+        status = await queue.queue_status(CALLER, POOL)
         assert status["pools"][0]["queue_depth"] == 0 and status["pools"][0]["next_tasks"] == []
         assert (await queue.placement(POOL, victim))["queue_position"] is None
         with pytest.raises(NotFoundError):
@@ -136,32 +137,32 @@ async def test_cancelled_queued_request_leaves_the_queue_at_once_and_is_never_gi
 async def test_cancel_frees_a_slot_reserved_before_a_dispatcher_crash(fleet: Runtime) -> None:
     """Reserve happened, then the dispatcher died before queued→dispatched: cancel gives it back."""
     rt = fleet
-    control = ScanControl(Gateway(rt))
-    task_id = await submit(Gateway(rt), "orphaned reservation")
+    control = ScanControl(make_gateway(rt))
+    task_id = await submit(make_gateway(rt), "orphaned reservation")
     assert await capacity.reserve(rt.capacity, KEY, task_id)
-    await control.cancel(task_id)
+    await control.cancel(CALLER, task_id)
     assert (await capacity.read_all(rt.capacity))[KEY].tasks == []
 
 
 async def test_cancel_of_a_dispatched_task_is_left_to_its_agent(fleet: Runtime, dispatcher: Dispatcher) -> None:
     rt = fleet
-    control = ScanControl(Gateway(rt))
-    task_id = await submit(Gateway(rt), "dispatched")
+    control = ScanControl(make_gateway(rt))
+    task_id = await submit(make_gateway(rt), "dispatched")
     await state_of(rt, task_id, TaskState.DISPATCHED)
-    answer: dict[str, Any] = await control.cancel(task_id, "stop")
+    answer: dict[str, Any] = await control.cancel(CALLER, task_id, "stop")
     assert answer["status"] == "dispatched" and answer["cancel_requested"] == "stop"
     assert task_id in (await capacity.read_all(rt.capacity))[KEY].tasks, "the agent frees it once Nessus stopped"
-    again = await control.cancel(task_id, "second reason")
+    again = await control.cancel(CALLER, task_id, "second reason")
     assert again["cancel_requested"] == "stop", "the first reason stands"
     with pytest.raises(GatewayError) as refused:
-        await control.pause(task_id)
+        await control.pause(CALLER, task_id)
     assert refused.value.status == 409 and refused.value.code == "cannot_pause"
     assert "cancel is already under way" in refused.value.message
 
 
 async def test_unknown_task_is_a_404(fleet: Runtime) -> None:
-    control = ScanControl(Gateway(fleet))
+    control = ScanControl(make_gateway(fleet))
     for action in (control.cancel, control.pause, control.resume):
         with pytest.raises(GatewayError) as missing:
-            await action("no-such-task")
+            await action(CALLER, "no-such-task")
         assert missing.value.status == 404

@@ -19,14 +19,14 @@ from scanfleet.common import contract
 from scanfleet.common.messages import DeadLetter
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
-from scanfleet.gateway.core import Gateway
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.results import Results
 from scanfleet.validator import metrics
 from scanfleet.validator.service import Validator
-from tests.helpers import MALFORMED, submit_export, task_events
+from tests.helpers import MALFORMED, make_caller, make_gateway, submit_export, task_events
 
 TERMINAL = {"completed", "failed"}
+CALLER = make_caller()
 
 
 @pytest.fixture
@@ -56,12 +56,12 @@ async def test_pages_cover_every_match_once_in_order(corpus: Path, runtime: Runt
     record = await wait_terminal(runtime, task_id)
     assert record.state is TaskState.COMPLETED
     assert record.findings is not None and record.findings.count == 420
-    results = Results(Gateway(runtime))
+    results = Results(make_gateway(runtime))
     seen: list[tuple[str, int, int]] = []
     cursor = None
     pages = 0
     while True:
-        page = await results.scan_results(task_id, filters={"severity": ">=3"}, page_size=7, cursor=cursor)
+        page = await results.scan_results(CALLER, task_id, filters={"severity": ">=3"}, page_size=7, cursor=cursor)
         assert page["summary"]["matched"] == 333
         assert page["summary"]["severity_counts"] == {"critical": 0, "high": 333, "medium": 6, "low": 42, "info": 39}
         seen += [(f["host"], f["port"], f["plugin_id"]) for f in page["findings"]]
@@ -80,9 +80,9 @@ async def test_pages_cover_every_match_once_in_order(corpus: Path, runtime: Runt
     assert len(set(seen)) == len(seen) or len(expected) != len(set(expected))
     assert results.cache.loads == 1
 
-    first = await results.scan_results(task_id, filters={"severity": ">=3"}, page_size=7)
+    first = await results.scan_results(CALLER, task_id, filters={"severity": ">=3"}, page_size=7)
     with pytest.raises(GatewayError) as info:
-        await results.scan_results(task_id, filters={"severity": ">=2"}, cursor=first["page"]["next_cursor"])
+        await results.scan_results(CALLER, task_id, filters={"severity": ">=2"}, cursor=first["page"]["next_cursor"])
     assert info.value.code == "cursor_mismatch"
 
 
@@ -92,26 +92,26 @@ async def test_host_summary_and_finding(corpus: Path, runtime: Runtime, validato
     record = await wait_terminal(runtime, task_id)
     assert record.state is TaskState.COMPLETED
     assert record.results is not None and record.results.auth_status == "partial"
-    results = Results(Gateway(runtime))
-    listing = await results.host_summary(task_id)
+    results = Results(make_gateway(runtime))
+    listing = await results.host_summary(CALLER, task_id)
     assert {h["host"]: h["auth"] for h in listing["hosts"]} == {
         "10.0.0.1": "failed",
         "10.0.0.2": "failed",
         "10.0.0.3": "success",
     }
-    one = await results.host_summary(task_id, "10.0.0.3")
+    one = await results.host_summary(CALLER, task_id, "10.0.0.3")
     assert one["credentialed_checks"] == "yes (on the localhost)"
     assert any("141118" in e for e in one["auth_evidence"])
 
     item = next(
         i for i in lxml_items(corpus, name) if i.get("pluginID") == "19506" and i.getparent().get("name") == "10.0.0.3"
     )
-    got = await results.finding(task_id, "10.0.0.3", 19506)
+    got = await results.finding(CALLER, task_id, "10.0.0.3", 19506)
     (finding,) = got["findings"]
     assert finding["plugin_output"] == item.findtext("plugin_output")
     assert finding["description"] == item.findtext("description")
     with pytest.raises(GatewayError) as info:
-        await results.finding(task_id, "10.0.0.99", 19506)
+        await results.finding(CALLER, task_id, "10.0.0.99", 19506)
     assert info.value.code == "host_not_found" and "10.0.0.3" in info.value.details["hosts"]
 
 
@@ -125,7 +125,7 @@ async def test_failed_authentication_fails_task_but_keeps_findings(
     assert record.state is TaskState.FAILED and record.error_reason == "auth_failed"
     assert record.troubleshooting["next_steps"]
     assert metrics.AUTH_FAILURES.labels(pool="default", scan_type="authenticated")._value.get() == before + 1
-    page = await Results(Gateway(runtime)).scan_results(task_id, filters={"severity": "critical"})
+    page = await Results(make_gateway(runtime)).scan_results(CALLER, task_id, filters={"severity": "critical"})
     assert page["summary"]["authentication_status"] == "failed"
     assert "authentication failed" in page["summary"]["warning"]
     assert page["summary"]["matched"] == 2
@@ -177,15 +177,15 @@ async def test_hostile_exports_fail_with_reason_and_dead_letter(
         letter = msgspec.json.decode(msg.data or b"", type=DeadLetter)
         assert letter.reason == reason
         with pytest.raises(GatewayError) as info:
-            await Results(Gateway(runtime)).scan_results(task_id)
+            await Results(make_gateway(runtime)).scan_results(CALLER, task_id)
         assert info.value.code == "no_results"
     assert metrics.VALIDATION_FAILURES.labels(pool="default", reason="xml_forbidden")._value.get() >= 2
 
     after = await submit_export(runtime, (corpus / "sner4__parser-nessus-simple.nessus").read_bytes(), hosts=2)
     record = await wait_terminal(runtime, after)
     assert record.state is TaskState.COMPLETED
-    results = Results(Gateway(runtime))
-    both = await results.scan_results(after, filters={"host": "127.128.129.130"})
+    results = Results(make_gateway(runtime))
+    both = await results.scan_results(CALLER, after, filters={"host": "127.128.129.130"})
     assert both["summary"]["matched"] == 2, "both ReportHosts of this file carry host-ip 127.128.129.130"
-    alias = await results.scan_results(after, filters={"host": "serveralias.localhost"})
+    alias = await results.scan_results(CALLER, after, filters={"host": "serveralias.localhost"})
     assert [f["plugin_id"] for f in alias["findings"]] == [19506]

@@ -246,12 +246,13 @@ class Gateway:
         return self.mirror.views()
 
     async def _resolve_pool(self, caller: Caller, submit: SubmitScan, fleet: list[ScannerView]) -> str:
-        pools = visible_pools(caller, sorted({v.entry.pool for v in fleet}))
-        if not pools:
+        registered = sorted({v.entry.pool for v in fleet})
+        if not registered:
             raise GatewayError(503, "no_scanners", "no scanners are registered yet")
-        pool = submit.scanner_pool
+        pools = visible_pools(caller, registered)
         if not pools:
             raise GatewayError(403, "pool_not_allowed", "this client may use none of the scanner pools")
+        pool = submit.scanner_pool
         if pool is None:
             meta = await read_fleet_meta(self.rt.registry)
             pool = meta.default_pool if meta and meta.default_pool in pools else pools[0]
