@@ -14,7 +14,7 @@ import pytest
 
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.helpers import mcp_client, running_stack, scanner_named, tool_error_text, tool_json, wait_terminal
+from tests.helpers import arest, mcp_client, running_stack, scanner_named, tool_error_text, tool_json, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +94,19 @@ async def test_planted_passwords_appear_nowhere(stack: Stack) -> None:
             {"targets": "10.61.0.5", "name": "x", "scan_type": "authenticated_privileged", "password": PLANTED},
         )
         responses.append(tool_error_text(refused))
+        # A password typed into the wrong field (an enum, a name) must not come back in the refusal.
+        for misplaced in ({"escalation": PLANTED}, {"scan_type": PLANTED}, {"username": "root", "password": 7}):
+            wrong_field = await mcp.call_tool(
+                "run_authenticated_scan", {"targets": "10.61.0.6", "name": "x", "password": PLANTED, **misplaced}
+            )
+            responses.append(tool_error_text(wrong_field))
+        async with arest(stack) as http:
+            body = {"targets": "10.61.0.7", "name": "x", "scan_type": "authenticated",
+                    "credentials": {"username": "root", "password": PLANTED, "escalation": PLANTED}}  # fmt: skip
+            for sent in (body, {**body, "scan_type": PLANTED}, {**body, "credentials": PLANTED}):
+                answer = await http.post("/v1/scans", json=sent)
+                assert answer.status_code == 422
+                responses.append(answer.text)
         ends = {t["task_id"]: (await wait_terminal(stack, t["task_id"], within=60))[-1] for t in (ok, wrong, ref)}
         ends[missing["task_id"]] = (await wait_terminal(stack, missing["task_id"], within=60))[-1]
         statuses = {t["task_id"]: await tool("get_scan_status", {"task_id": t["task_id"]}) for t in (ok, wrong, ref)}
@@ -105,6 +118,9 @@ async def test_planted_passwords_appear_nowhere(stack: Stack) -> None:
 
     haystacks = await every_stored_message(stack) + logs(stack.logs) + responses
     assert any(h.startswith("KV_scan_tasks") and "10.61.0.1" in h for h in haystacks), "the search sees task records"
+    audited = [h for h in haystacks if h.startswith(contract.AUDIT_STREAM)]
+    assert any("run_authenticated_scan" in h and "10.61.0.1" in h for h in audited), "the search sees the audit trail"
+    assert sum('"deny"' in h for h in audited) >= 6, "the refusals above are audited, and searched"
     for secret in (PLANTED, STORED):
         needles = {
             secret,

@@ -32,8 +32,13 @@ class ScanfleetMCP(MCPServer):
     """Tool errors as the same JSON a REST client gets, and never an argument's value.
 
     The SDK words a refused argument with pydantic's message, which quotes the value: a
-    password typed into the wrong field would come straight back. Here only field names do.
+    password typed into the wrong field would come straight back. Here only field names do,
+    and such a refusal is audited like any other call.
     """
+
+    def __init__(self, guard: Guard, name: str, **settings: Any) -> None:
+        super().__init__(name, **settings)
+        self.guard = guard
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -49,12 +54,15 @@ class ScanfleetMCP(MCPServer):
                 refusal = GatewayError(
                     422, "invalid_arguments", f"invalid value for: {', '.join(fields)}", fields=fields
                 )
+                if context is not None:
+                    caller = self.guard.mcp_caller(context)
+                    await self.guard.audit(caller, name, "deny", code=refusal.code, reason=refusal.message)
                 raise tool_error(refusal) from None
             raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc.__cause__
 
 
 def build_mcp(gateway: Gateway, results: Results, guard: Guard, **auth: Any) -> MCPServer:
-    mcp = ScanfleetMCP("scanfleet", instructions=INSTRUCTIONS, **auth)
+    mcp = ScanfleetMCP(guard, "scanfleet", instructions=INSTRUCTIONS, **auth)
     register_scan_tools(mcp, gateway, guard)
     register_results_tools(mcp, results, guard)
     register_control_tools(mcp, gateway, guard)
