@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import AnyHttpUrl
 
 from scanfleet.common import audit as trail
-from scanfleet.common.clients import Role
 from scanfleet.common.messages import ScanType
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import Target
@@ -89,18 +89,14 @@ class Guard:
                 principal = dataclasses.replace(principal, method=method)
         if principal is None:
             # The bearer middleware let the request in, so the client was disabled since.
-            raise ToolError("unauthorized: this client is no longer allowed to call scanfleet")
+            raise tool_error(GatewayError(401, "unauthorized", "this client is no longer allowed to call scanfleet"))
         client = getattr(request, "client", None)
         return Caller(principal, client.host if client else None, "mcp")
 
     def www_authenticate(self) -> str:
-        metadata = self.authenticator.resource_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
+        """The same challenge /mcp gives (RFC 9728): where the protected-resource metadata is."""
+        metadata = build_resource_metadata_url(AnyHttpUrl(self.authenticator.resource_url))
         return f'Bearer resource_metadata="{metadata}"'
-
-    def require(self, caller: Caller, role: Role, action: str) -> None:
-        if caller.role is Role.ADMIN or caller.role is role:
-            return
-        raise GatewayError(403, "forbidden", f"{action} needs the {role} role; this client is {caller.role}")
 
     # Doing and recording ---------------------------------------------------------------
 
