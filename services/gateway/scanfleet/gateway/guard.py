@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from fastapi import Request
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 
 from scanfleet.common import audit as trail
 from scanfleet.common.clients import Role
@@ -78,7 +77,10 @@ class Guard:
         return Caller(principal, source, "rest")
 
     def mcp_caller(self, ctx: Context[Any, Any]) -> Caller:
-        request = ctx.request_context.request
+        return self.mcp_request_caller(ctx.request_context.request)
+
+    def mcp_request_caller(self, request: Any) -> Caller:
+        """The caller of an MCP request (tools, and extension methods such as ``tasks/get``)."""
         scope = getattr(request, "scope", None) or {}
         user = scope.get("user")
         principal = None
@@ -89,7 +91,7 @@ class Guard:
                 principal = dataclasses.replace(principal, method=method)
         if principal is None:
             # The bearer middleware let the request in, so the client was disabled since.
-            raise ToolError("unauthorized: this client is no longer allowed to call scanfleet")
+            raise tool_error(GatewayError(401, "unauthorized", "this client is no longer allowed to call scanfleet"))
         client = getattr(request, "client", None)
         return Caller(principal, client.host if client else None, "mcp")
 
