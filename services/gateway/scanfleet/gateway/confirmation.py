@@ -41,11 +41,36 @@ def can_elicit(ctx: Context[Any, Any]) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
-async def ask(
-    gateway: Gateway, guard: Guard, ctx: Context[Any, Any], targets: str, pool: str | None, scan_type: ScanType
-) -> Any:
+class Asker:
+    """What the resolvers need; ``ScanfleetMCP.asker`` holds the server's one."""
+
+    def __init__(self, gateway: Gateway, guard: Guard) -> None:
+        self.gateway = gateway
+        self.guard = guard
+
+
+def _asker(ctx: Context[Any, Any]) -> Asker:
+    server = ctx.mcp_server
+    asker = getattr(server, "asker", None)
+    if not isinstance(asker, Asker):
+        raise RuntimeError("the scan tools need a server with an Asker")
+    return asker
+
+
+async def ask_untrusted(targets: str, scanner_pool: str | None, ctx: Context[Any, Any]) -> Any:
+    """The resolver of ``run_untrusted_scan``'s confirmation (arguments matched by name)."""
+    return await ask(_asker(ctx), ctx, targets, scanner_pool, "untrusted")
+
+
+async def ask_authenticated(targets: str, scanner_pool: str | None, scan_type: ScanType, ctx: Context[Any, Any]) -> Any:
+    """The resolver of ``run_authenticated_scan``'s confirmation."""
+    return await ask(_asker(ctx), ctx, targets, scanner_pool, scan_type)
+
+
+async def ask(asker: Asker, ctx: Context[Any, Any], targets: str, pool: str | None, scan_type: ScanType) -> Any:
     """``Elicit`` when the policy wants a human's word, else a marker the tool reads."""
-    caller = guard.mcp_caller(ctx)
+    gateway = asker.gateway
+    caller = asker.guard.mcp_caller(ctx)
     try:
         parsed = parse_targets(targets)
     except InvalidTarget:

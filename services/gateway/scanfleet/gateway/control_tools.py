@@ -46,16 +46,11 @@ def register_control_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) ->
 
 
 def register_authenticated_scan(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) -> None:
-    async def ask_authenticated(
-        targets: str, scanner_pool: str | None, scan_type: AuthScanType, ctx: Context[Any, Any]
-    ) -> Any:
-        return await confirmation.ask(gateway, guard, ctx, targets, scanner_pool, scan_type)
-
     @mcp.scan_tool("Run a credentialed scan", ScanSubmitted, SCAN)
     async def run_authenticated_scan(
         targets: str,
         name: str,
-        confirmed: Annotated[ElicitationResult[confirmation.Confirm], Resolve(ask_authenticated)],
+        confirmed: Annotated[ElicitationResult[confirmation.Confirm], Resolve(confirmation.ask_authenticated)],
         scan_type: AuthScanType = "authenticated",
         credential_ref: str | None = None,
         username: str | None = None,

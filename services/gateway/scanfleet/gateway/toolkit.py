@@ -52,6 +52,8 @@ class ScanfleetMCP(MCPServer):
         super().__init__(name, **settings)
         self._audit_refusal = audit
         self.output_types: dict[str, type[Out]] = {}
+        self.asker: object = None
+        """What the confirmation resolvers reach through their ``Context`` (``confirmation.Asker``)."""
 
     def scan_tool(self, title: str, output: type[Out], kind: Kind, name: str | None = None) -> Callable[[F], F]:
         def register(fn: F) -> F:

@@ -43,6 +43,7 @@ def build_mcp(gateway: Gateway, results: Results, guard: Guard, **auth: Any) -> 
 
     tasks = ScanTasks(gateway, guard, status)
     mcp = ScanfleetMCP(audit_refusal, "scanfleet", instructions=INSTRUCTIONS, extensions=[tasks], **auth)
+    mcp.asker = confirmation.Asker(gateway, guard)
     register_scan_tools(mcp, gateway, guard, status)
     register_results_tools(mcp, results, guard)
     register_control_tools(mcp, gateway, guard)
@@ -51,14 +52,11 @@ def build_mcp(gateway: Gateway, results: Results, guard: Guard, **auth: Any) -> 
 
 
 def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, status: StatusView) -> None:
-    async def ask_untrusted(targets: str, scanner_pool: str | None, ctx: Context[Any, Any]) -> Any:
-        return await confirmation.ask(gateway, guard, ctx, targets, scanner_pool, "untrusted")
-
     @mcp.scan_tool("Run a network scan", ScanSubmitted, SCAN)
     async def run_untrusted_scan(
         targets: str,
         name: str,
-        confirmed: Annotated[ElicitationResult[confirmation.Confirm], Resolve(ask_untrusted)],
+        confirmed: Annotated[ElicitationResult[confirmation.Confirm], Resolve(confirmation.ask_untrusted)],
         description: str = "",
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
