@@ -16,7 +16,7 @@ from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
 from scanfleet.gateway.guard import Guard
 from scanfleet.gateway.results import Results
-from scanfleet.gateway.schemas import FindingDetail, HostSummary, ScanResults
+from scanfleet.gateway.schemas import FindingDetail, HostSummary, ScanResults, rest_responses
 from scanfleet.gateway.toolkit import READ, ScanfleetMCP, structured
 
 
@@ -148,7 +148,7 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
     router = APIRouter(prefix="/v1/scans")
     authenticated = Depends(guard.rest_caller)
 
-    @router.get("/{task_id}/results")
+    @router.get("/{task_id}/results", responses=rest_responses(ScanResults))
     async def scan_results(
         task_id: str,
         filters: Annotated[FilterParams, Depends()],
@@ -175,7 +175,7 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
 
         return await guard.run(caller, "get_scan_results", work(), task_id=task_id)
 
-    @router.get("/{task_id}/hosts")
+    @router.get("/{task_id}/hosts", responses=rest_responses(HostSummary))
     async def hosts(
         task_id: str,
         caller: Caller = authenticated,
@@ -185,11 +185,11 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
         work = results.host_summary(caller, task_id, page_size=page_size, cursor=cursor)
         return await guard.run(caller, "get_host_summary", work, task_id=task_id)
 
-    @router.get("/{task_id}/hosts/{host}")
+    @router.get("/{task_id}/hosts/{host}", responses=rest_responses(HostSummary))
     async def one_host(task_id: str, host: str, caller: Caller = authenticated) -> dict[str, Any]:
         return await guard.run(caller, "get_host_summary", results.host_summary(caller, task_id, host), task_id=task_id)
 
-    @router.get("/{task_id}/findings/{host}/{plugin_id}")
+    @router.get("/{task_id}/findings/{host}/{plugin_id}", responses=rest_responses(FindingDetail))
     async def finding(
         task_id: str, host: str, plugin_id: int, caller: Caller = authenticated, port: int | None = None
     ) -> dict[str, Any]:

@@ -383,3 +383,26 @@ def schema_of(kind: type[Out]) -> dict[str, Any]:
         defs = schema.get("$defs", {})
         schema = {**defs[name], "$defs": defs}
     return schema
+
+
+REF = "#/components/schemas/{name}"
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(name=name)}
+
+
+def rest_responses(ok: type[Out], status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """FastAPI ``responses=``: the answer and the refusal, documented from the same types."""
+    error = {"description": "a refusal", "content": {"application/json": {"schema": ref("ErrorResult")}}}
+    return {
+        status: {"content": {"application/json": {"schema": ref(ok.__name__)}}},
+        "4XX": error,
+        "5XX": error,
+    }
+
+
+def openapi_components(*extra: type[Any]) -> dict[str, Any]:
+    """Every documented type's schema (and those they use), as ``components.schemas``."""
+    _, definitions = msgspec.json.schema_components((*extra, *SCHEMA_TYPES), ref_template=REF)
+    return definitions

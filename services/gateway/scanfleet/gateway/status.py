@@ -1,15 +1,16 @@
 """A scan's status as tools, REST and MCP Tasks give it: the record's view, its queue place,
 the digest once it ended, and an optional wait for the next state change.
 
-The wait is a JetStream KV watch on the task's key: the call returns when the record's state
-changes (or the bound passes), so a model asks once instead of polling; nothing sleeps.
+The wait is a JetStream KV watch on the task's key: the call returns when the scan ends (or, if
+asked, at its next state change), or when the bound passes, so a model asks once or twice
+instead of polling; nothing sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from nats.js.kv import KeyValue
@@ -24,14 +25,16 @@ MAX_WAIT_SECONDS = 50.0
 """Below common tool-call timeouts (60 s), so a waiting call never looks hung to its client."""
 
 OnUpdate = Callable[[TaskRecord], Awaitable[None]]
+WaitUntil = Literal["end", "change"]
 
 
 async def wait_for_change(
-    kv: KeyValue, record: TaskRecord, within: float, on_update: OnUpdate | None = None
+    kv: KeyValue, record: TaskRecord, within: float, on_update: OnUpdate | None = None, *, until_end: bool = True
 ) -> tuple[TaskRecord, bool]:
-    """The record once its state differs from ``record``'s (True), or the latest at the bound (False).
+    """The record once the scan ended (or, ``until_end=False``, once its state differs from
+    ``record``'s): True; or the latest record at the bound: False.
 
-    ``on_update`` sees every other change (progress) meanwhile.
+    ``on_update`` sees every other change (progress, intermediate states) meanwhile.
     """
     latest = record
     watcher = await kv.watch(record.task_id)
@@ -42,9 +45,9 @@ async def wait_for_change(
                 if entry is None or not entry.value:
                     continue
                 seen = msgspec.json.decode(entry.value, type=TaskRecord)
-                if seen.state is not record.state:
+                if seen.state.terminal or (not until_end and seen.state is not record.state):
                     return seen, True
-                if on_update is not None and seen.progress != latest.progress:
+                if on_update is not None and (seen.progress, seen.state) != (latest.progress, latest.state):
                     await on_update(seen)
                 latest = seen
     except TimeoutError:
@@ -59,13 +62,20 @@ class StatusView:
         self.results = results
 
     async def status(
-        self, caller: Caller, task_id: str, wait_seconds: float = 0, on_update: OnUpdate | None = None
+        self,
+        caller: Caller,
+        task_id: str,
+        wait_seconds: float = 0,
+        on_update: OnUpdate | None = None,
+        *,
+        until: WaitUntil = "end",
     ) -> dict[str, Any]:
         record = await self.gateway.record(caller, task_id)
         changed = None
         if wait_seconds > 0 and not record.state.terminal:
             within = min(float(wait_seconds), MAX_WAIT_SECONDS)
-            record, changed = await wait_for_change(self.gateway.rt.tasks.kv, record, within, on_update)
+            kv = self.gateway.rt.tasks.kv
+            record, changed = await wait_for_change(kv, record, within, on_update, until_end=until == "end")
         out = await self.view(record)
         if changed is not None:
             out["changed"] = changed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from scanfleet.gateway.queue_tools import register_queue_tools
 from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import register_results_tools
 from scanfleet.gateway.schemas import PoolList, ScannerList, ScanStatus, ScanSubmitted, TaskList
-from scanfleet.gateway.status import MAX_WAIT_SECONDS, StatusView
+from scanfleet.gateway.status import MAX_WAIT_SECONDS, StatusView, WaitUntil
 from scanfleet.gateway.task_list import TaskQuery, list_tasks
 from scanfleet.gateway.toolkit import READ, SCAN, ScanfleetMCP, structured
 
@@ -89,23 +90,25 @@ def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, statu
         )
 
     @mcp.scan_tool("Scan status", ScanStatus, READ)
-    async def get_scan_status(task_id: str, wait_seconds: float = 0, *, ctx: Context[Any, Any]) -> CallToolResult:
+    async def get_scan_status(
+        task_id: str, wait_seconds: float = 0, until: WaitUntil = "end", *, ctx: Context[Any, Any]
+    ) -> CallToolResult:
         """Status, progress and, once ended, a digest: counts by severity, the authentication verdict and
         the top critical and high findings grouped by plugin with their fixes.
 
-        wait_seconds (0-50): wait for the next state change (or the bound) before answering, instead of
-        polling; changed says whether one came. Progress notifications go to a client that sent a token.
+        wait_seconds (0-50): instead of polling, wait until the scan ends (until="end", the default) or
+        its state next changes (until="change"), at most this long; changed says whether it came.
+        Progress notifications go to a client that sent a progress token.
         """
         wait = max(0.0, min(wait_seconds, MAX_WAIT_SECONDS))
 
         async def progress(record: TaskRecord) -> None:
             await ctx.report_progress(record.progress, 100, f"{record.state}: {record.progress}%")
 
-        return structured(
-            await guard.tool(
-                ctx, "get_scan_status", lambda c: status.status(c, task_id, wait, progress), task_id=task_id
-            )
-        )
+        def work(c: Caller) -> Awaitable[dict[str, Any]]:
+            return status.status(c, task_id, wait, progress, until=until)
+
+        return structured(await guard.tool(ctx, "get_scan_status", work, task_id=task_id))
 
     @mcp.scan_tool("List my scans", TaskList, READ, name="list_tasks")
     async def list_own_tasks(
