@@ -161,14 +161,15 @@ async def test_every_refusal_has_a_code_a_message_and_next_steps(stack: Stack) -
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_agent_scans_in_three_calls_with_wait_seconds(stack: Stack, mode: str) -> None:
     async with mcp_client(stack, mode=mode) as mcp:
-        assert mcp.protocol_version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+        protocol = mcp.protocol_version
+        assert protocol == ("2026-07-28" if mode == "auto" else "2025-11-25")
         agent = Agent(mcp)
         status = await agent.call("run_untrusted_scan", {"targets": TARGETS, "name": f"agent via wait ({mode})"})
         while status["status"] not in ENDED:
             status = await agent.call("get_scan_status", {"task_id": status["task_id"], "wait_seconds": 50})
         assert status["status"] == "completed", status
         found = await agent.critical_and_high(status)
-    report(f"wait_seconds, {mcp.protocol_version}", agent)
+    report(f"wait_seconds, {protocol}", agent)
     check_answer(stack, status, found)
     assert len(agent.calls) <= BUDGET_CALLS and agent.total_bytes <= BUDGET_BYTES
 
