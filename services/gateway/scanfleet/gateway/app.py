@@ -106,7 +106,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def on_body_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse({"error": "body_too_large", "message": str(exc)}, status_code=413)
+        return JSONResponse(GatewayError(413, "body_too_large", str(exc)).as_dict(), status_code=413)
 
     app.include_router(ops_router(rt))
     app.include_router(scans_router(gateway, guard, StatusView(gateway, results)))
