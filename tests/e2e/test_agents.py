@@ -23,6 +23,7 @@ from tests.helpers import (
     add_client,
     emulator_truth,
     jsonrpc,
+    long_scan,
     mcp_client,
     rest,
     scanner_named,
@@ -172,6 +173,33 @@ async def test_agent_scans_in_three_calls_with_wait_seconds(stack: Stack, mode: 
     report(f"wait_seconds, {protocol}", agent)
     check_answer(stack, status, found)
     assert len(agent.calls) <= BUDGET_CALLS and agent.total_bytes <= BUDGET_BYTES
+
+
+async def test_a_wait_reports_progress_and_stops_at_the_bound_or_a_change(stack: Stack) -> None:
+    reported: list[tuple[float, str | None]] = []
+
+    async def seen(progress: float, total: float | None, message: str | None) -> None:
+        reported.append((progress, message))
+
+    async with mcp_client(stack) as mcp:
+        task = tool_json(
+            await mcp.call_tool(
+                "run_untrusted_scan", {"targets": "10.0.0.1-3", "name": "slow", "description": long_scan(4)}
+            )
+        )
+        first = tool_json(
+            await mcp.call_tool("get_scan_status", {"task_id": task["task_id"], "wait_seconds": 50, "until": "change"})
+        )
+        assert first["changed"] is True and first["status"] != "queued"
+        ended = tool_json(
+            await mcp.call_tool(
+                "get_scan_status", {"task_id": task["task_id"], "wait_seconds": 50}, progress_callback=seen
+            )
+        )
+        assert ended["changed"] is True and ended["status"] == "completed"
+        assert reported and all(0 <= value <= 100 for value, _ in reported), reported
+        again = tool_json(await mcp.call_tool("get_scan_status", {"task_id": task["task_id"], "wait_seconds": 50}))
+        assert "changed" not in again, "an ended scan answers at once"
 
 
 async def test_agent_scans_through_mcp_tasks(stack: Stack) -> None:
