@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import httpx
 import httpx2
@@ -29,11 +29,13 @@ from fastapi import FastAPI
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from mcp import Client
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, Request, RequestParams, Result
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from pydantic import ConfigDict
 
 from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
@@ -307,15 +309,119 @@ def running_stack(options: StackOptions) -> Iterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(stack: Stack, token: str | None = None) -> AsyncIterator[Client]:
+async def mcp_client(stack: Stack, token: str | None = None, **options: Any) -> AsyncIterator[Client]:
     """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
-    Authenticated as the stack's local client unless another ``token`` is given."""
+    Authenticated as the stack's local client unless another ``token`` is given; ``options`` go
+    to the official ``Client`` (``mode``, ``extensions``, ``elicitation_callback``)."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-        Client(streamable_http_client(stack.mcp_url, http_client=http)) as client,
+        Client(streamable_http_client(stack.mcp_url, http_client=http), **options) as client,
     ):
         yield client
+
+
+# --- MCP Tasks (io.modelcontextprotocol/tasks) ---------------------------------------------------
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+MODERN_PROTOCOL = "2026-07-28"
+
+
+class CreatedTask(Result):
+    """A ``CreateTaskResult``: the handle the server answers a task-augmented tools/call with."""
+
+    model_config = ConfigDict(extra="allow")
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    poll_interval_ms: int | None = None
+
+
+class PolledTask(Result):
+    """A ``tasks/get`` answer (a ``DetailedTask``)."""
+
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    status: str
+    status_message: str | None = None
+    poll_interval_ms: int | None = None
+    result: dict[str, Any] | None = None
+
+
+class TaskRefParams(RequestParams):
+    task_id: str
+
+
+class GetTask(Request[TaskRefParams, Literal["tasks/get"]]):
+    name_param: ClassVar[str | None] = "taskId"  # the spec's Mcp-Name header for tasks/*
+    method: Literal["tasks/get"] = "tasks/get"
+    params: TaskRefParams
+
+
+class McpTasks(ClientExtension):
+    """The client half of MCP Tasks for the official client: it opts in, and turns a task handle
+    into the tool's final result by polling ``tasks/get`` at the server's ``pollIntervalMs``."""
+
+    identifier = TASKS_EXTENSION
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.polls: list[dict[str, Any]] = []
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=CreatedTask, resolve=self.resolve)]
+
+    async def resolve(self, created: CreatedTask, ctx: ClaimContext) -> CallToolResult:
+        self.created.append(created.task_id)
+        interval = created.poll_interval_ms or 1000
+        while True:
+            await asyncio.sleep(interval / 1000)  # the spec's polling, at the server's pace
+            task = await ctx.session.send_request(GetTask(params=TaskRefParams(task_id=created.task_id)), PolledTask)
+            self.polls.append(task.model_dump(by_alias=True, exclude_none=True))
+            if task.status == "completed" and task.result is not None:
+                return CallToolResult.model_validate(task.result)
+            if task.status in ("failed", "cancelled"):
+                raise AssertionError(f"task {created.task_id} {task.status}: {task.status_message}")
+            interval = task.poll_interval_ms or interval
+
+
+async def jsonrpc(
+    http: httpx.AsyncClient,
+    stack: Stack,
+    method: str,
+    params: dict[str, Any],
+    *,
+    extensions: dict[str, Any] | None = None,
+    name: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """One 2026-07-28 JSON-RPC request over plain HTTP, as the spec has a client send it: the
+    protocol version and capabilities in ``_meta``, and the Mcp-Method / Mcp-Name headers."""
+    capabilities = {"extensions": extensions} if extensions is not None else {}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "plain-jsonrpc", "version": "1"},
+    }
+    body = {"jsonrpc": "2.0", "id": secrets.randbelow(1 << 30), "method": method, "params": {**params, "_meta": meta}}
+    headers = {
+        "Authorization": f"Bearer {token or stack.token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN_PROTOCOL,
+        "Mcp-Method": method,
+    }
+    if name is not None:
+        headers["Mcp-Name"] = name
+    response = await http.post(stack.mcp_url, json=body, headers=headers)
+    assert response.status_code < 500, response.text  # JSON-RPC errors may come with a 4xx status
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:"):
+                message = json.loads(line.removeprefix("data:"))
+                if message.get("id") == body["id"]:
+                    return message  # type: ignore[no-any-return]
+        raise AssertionError(f"no answer in the event stream: {response.text[:500]}")
+    return response.json()  # type: ignore[no-any-return]
 
 
 def rest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.Client:

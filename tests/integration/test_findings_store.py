@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 from lxml import etree
+from nats.js.errors import NotFoundError
 
 from scanfleet.common import contract
 from scanfleet.common.messages import DeadLetter
@@ -21,6 +22,7 @@ from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.results import Results
+from scanfleet.gateway.status import StatusView
 from scanfleet.validator import metrics
 from scanfleet.validator.service import Validator
 from tests.helpers import MALFORMED, make_caller, make_gateway, submit_export, task_events
@@ -153,7 +155,6 @@ def hostile_exports(corpus: Path) -> Iterator[tuple[str, bytes, str]]:
         "xml_forbidden",
     )
     yield "wrong_root", good.replace(b"NessusClientData_v2", b"NessusClientData"), "wrong_root"
-    yield "zero_hosts", b"<NessusClientData_v2><Report name='r'/></NessusClientData_v2>", "no_hosts"
     yield (
         "huge_attribute",
         b"<NessusClientData_v2><Report name='r'><ReportHost name='h'><ReportItem severity='0' pluginID='1' "
@@ -189,3 +190,28 @@ async def test_hostile_exports_fail_with_reason_and_dead_letter(
     assert both["summary"]["matched"] == 2, "both ReportHosts of this file carry host-ip 127.128.129.130"
     alias = await results.scan_results(CALLER, after, filters={"host": "serveralias.localhost"})
     assert [f["plugin_id"] for f in alias["findings"]] == [19506]
+
+
+ZERO_HOSTS = b"<NessusClientData_v2><Report name='r'/></NessusClientData_v2>"
+
+
+async def test_an_export_without_hosts_is_a_result_not_a_broken_export(runtime: Runtime, validator: Validator) -> None:
+    """No host answered: an untrusted scan completes with zero hosts and a warning; an
+    authenticated one fails (no host to log in to). Neither leaves a dead letter."""
+    untrusted = await submit_export(runtime, ZERO_HOSTS)
+    record = await wait_terminal(runtime, untrusted)
+    assert record.state is TaskState.COMPLETED, record.error
+    assert record.results is not None and record.results.hosts_scanned == 0
+    assert any("scanner can reach them" in w for w in record.warnings)
+    status = await StatusView(make_gateway(runtime), Results(make_gateway(runtime))).status(CALLER, untrusted)
+    assert status["digest"]["hosts_scanned"] == 0 and status["digest"]["top_findings"] == []
+    assert "No host answered" in status["digest"]["next"]
+
+    authenticated = await submit_export(runtime, ZERO_HOSTS, scan_type="authenticated")
+    record = await wait_terminal(runtime, authenticated)
+    assert record.state is TaskState.FAILED
+    assert record.error_reason == "no_hosts"
+    assert record.error is not None and "no host to log in to" in record.error
+    for task_id in (untrusted, authenticated):
+        with pytest.raises(NotFoundError):
+            await runtime.js.get_last_msg(contract.DLQ_STREAM, contract.dlq_subject("validator", task_id))

@@ -130,6 +130,10 @@ class Scope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_targets: int = 256
     max_active: int = 20
     submissions_per_minute: int = 30
+    # Scans a human must confirm (MCP elicitation) before they are queued: more addresses than
+    # this, or of these types. A client that cannot ask a human is refused such scans.
+    confirm_over_targets: int | None = None
+    confirm_scan_types: list[ScanType] = msgspec.field(default_factory=list)
 
     def allows_pool(self, pool: str) -> bool:
         return ALL in self.pools or pool in self.pools

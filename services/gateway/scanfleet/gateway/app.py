@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from mcp.server.auth.settings import AuthSettings
 from nats.js.errors import NotFoundError
@@ -40,6 +41,17 @@ from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, transport_secur
 from scanfleet.gateway.queue_tools import queue_router
 from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import results_router
+from scanfleet.gateway.schemas import (
+    PoolList,
+    ScannerList,
+    ScanStatus,
+    ScanSubmitted,
+    TaskList,
+    openapi_components,
+    ref,
+    rest_responses,
+)
+from scanfleet.gateway.status import MAX_WAIT_SECONDS, StatusView
 from scanfleet.gateway.task_list import TaskQuery, list_tasks
 from scanfleet.gateway.tools import build_mcp
 
@@ -94,16 +106,30 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def on_body_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse({"error": "body_too_large", "message": str(exc)}, status_code=413)
+        return JSONResponse(GatewayError(413, "body_too_large", str(exc)).as_dict(), status_code=413)
 
     app.include_router(ops_router(rt))
-    app.include_router(scans_router(gateway, guard))
+    app.include_router(scans_router(gateway, guard, StatusView(gateway, results)))
     app.include_router(results_router(results, guard))
     app.include_router(control_router(gateway, guard))
     app.include_router(queue_router(gateway, guard))
     app.include_router(admin_router(rt, guard))
     app.mount("/", mcp_app)
+    document_schemas(app)
     return app
+
+
+def document_schemas(app: FastAPI) -> None:
+    """The OpenAPI document with the msgspec types' schemas: request bodies and answers have one source."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components(SubmitScan))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def ops_router(rt: Runtime) -> APIRouter:
@@ -138,12 +164,21 @@ def ops_router(rt: Runtime) -> APIRouter:
 STATUS_QUERY = Query(None, description="only tasks in these states (repeat the parameter for several)")
 
 
-def scans_router(gateway: Gateway, guard: Guard) -> APIRouter:
-    """``POST /v1/scans``, ``GET /v1/scans`` (the caller's tasks) and the status, scanners and pools reads."""
+SUBMIT_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": ref("SubmitScan")}}},
+}
+
+
+def scans_router(gateway: Gateway, guard: Guard, status: StatusView) -> APIRouter:
+    """``POST /v1/scans``, ``GET /v1/scans`` (the caller's tasks) and the status, scanners and pools reads.
+
+    The submission body is decoded by msgspec (``read_body``: refusals as bare JSON, never a
+    value); FastAPI only documents it, from the same type.
+    """
     router = APIRouter()
     authenticated = Depends(guard.rest_caller)
 
-    @router.post("/v1/scans", status_code=202)
+    @router.post("/v1/scans", status_code=202, openapi_extra=SUBMIT_BODY, responses=rest_responses(ScanSubmitted, 202))
     async def submit_scan(request: Request, caller: Caller = authenticated) -> dict[str, Any]:
         try:
             body = await read_body(request, SubmitScan)
@@ -153,7 +188,7 @@ def scans_router(gateway: Gateway, guard: Guard) -> APIRouter:
         work = gateway.submit(caller, body, guard.before_queue(caller, "submit_scan"))
         return await guard.run(caller, "submit_scan", work, allow_recorded=True, targets=raw_targets(body.targets))
 
-    @router.get("/v1/scans")
+    @router.get("/v1/scans", responses=rest_responses(TaskList))
     async def tasks(
         status: list[TaskState] | None = STATUS_QUERY,
         since: datetime | None = None,
@@ -166,15 +201,20 @@ def scans_router(gateway: Gateway, guard: Guard) -> APIRouter:
         query = TaskQuery(status=status, since=since, until=until, client=client, cursor=cursor, limit=limit)
         return await guard.run(caller, "list_tasks", list_tasks(gateway.rt, caller, query))
 
-    @router.get("/v1/scans/{task_id}")
-    async def scan_status(task_id: str, caller: Caller = authenticated) -> dict[str, Any]:
-        return await guard.run(caller, "get_scan_status", gateway.status(caller, task_id), task_id=task_id)
+    @router.get("/v1/scans/{task_id}", responses=rest_responses(ScanStatus))
+    async def scan_status(
+        task_id: str,
+        caller: Caller = authenticated,
+        wait_seconds: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="wait for the next state change"),
+    ) -> dict[str, Any]:
+        work = status.status(caller, task_id, wait_seconds)
+        return await guard.run(caller, "get_scan_status", work, task_id=task_id)
 
-    @router.get("/v1/scanners")
+    @router.get("/v1/scanners", responses=rest_responses(ScannerList))
     async def scanners(pool: str | None = None, caller: Caller = authenticated) -> dict[str, Any]:
         return await guard.run(caller, "list_scanners", gateway.scanners(caller, pool))
 
-    @router.get("/v1/pools")
+    @router.get("/v1/pools", responses=rest_responses(PoolList))
     async def pools(caller: Caller = authenticated) -> dict[str, Any]:
         return await guard.run(caller, "list_pools", gateway.pools(caller))
 

@@ -2,48 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Request
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, ElicitationResult, Resolve
+from mcp.types import CallToolResult
 
 from scanfleet.common.credentials import CredentialError, TargetCredential, parse
+from scanfleet.gateway import confirmation
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError, read_body, safe_message
 from scanfleet.gateway.guard import Guard, raw_targets
+from scanfleet.gateway.schemas import ScanStatus, ScanSubmitted
+from scanfleet.gateway.toolkit import CONTROL, SCAN, ScanfleetMCP, structured
 
 AuthScanType = Literal["authenticated", "authenticated_privileged"]
 Escalation = Literal["sudo", "su", "su+sudo", "pbrun", "dzdo"]
 
 
-def register_control_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
+def register_control_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) -> None:
     register_authenticated_scan(mcp, gateway, guard)
     control = ScanControl(gateway)
 
-    @mcp.tool()
-    async def cancel_scan(task_id: str, reason: str = "", *, ctx: Context[Any, Any]) -> dict[str, Any]:
+    @mcp.scan_tool("Cancel a scan", ScanStatus, CONTROL)
+    async def cancel_scan(task_id: str, reason: str = "", *, ctx: Context[Any, Any]) -> CallToolResult:
         """Cancel a scan: a queued one never starts; a running one is stopped on Nessus and its slot freed."""
-        return await guard.tool(ctx, "cancel_scan", lambda c: control.cancel(c, task_id, reason), task_id=task_id)
+        return structured(
+            await guard.tool(ctx, "cancel_scan", lambda c: control.cancel(c, task_id, reason), task_id=task_id)
+        )
 
-    @mcp.tool()
-    async def pause_scan(task_id: str, *, ctx: Context[Any, Any]) -> dict[str, Any]:
+    @mcp.scan_tool("Pause a scan", ScanStatus, CONTROL)
+    async def pause_scan(task_id: str, *, ctx: Context[Any, Any]) -> CallToolResult:
         """Pause a running scan on Nessus; get_scan_status shows paused: true once it took effect."""
-        return await guard.tool(ctx, "pause_scan", lambda c: control.pause(c, task_id), task_id=task_id)
+        return structured(await guard.tool(ctx, "pause_scan", lambda c: control.pause(c, task_id), task_id=task_id))
 
-    @mcp.tool()
-    async def resume_scan(task_id: str, *, ctx: Context[Any, Any]) -> dict[str, Any]:
+    @mcp.scan_tool("Resume a scan", ScanStatus, CONTROL)
+    async def resume_scan(task_id: str, *, ctx: Context[Any, Any]) -> CallToolResult:
         """Resume a paused scan; time spent paused does not count towards the running timeout."""
-        return await guard.tool(ctx, "resume_scan", lambda c: control.resume(c, task_id), task_id=task_id)
+        return structured(await guard.tool(ctx, "resume_scan", lambda c: control.resume(c, task_id), task_id=task_id))
 
 
-def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
-    @mcp.tool()
+def register_authenticated_scan(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) -> None:
+    @mcp.scan_tool("Run a credentialed scan", ScanSubmitted, SCAN)
     async def run_authenticated_scan(
         targets: str,
         name: str,
+        confirmed: Annotated[ElicitationResult[confirmation.Confirm], Resolve(confirmation.ask_authenticated)],
         scan_type: AuthScanType = "authenticated",
         credential_ref: str | None = None,
         username: str | None = None,
@@ -59,7 +66,7 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) 
         idempotency_key: str | None = None,
         *,
         ctx: Context[Any, Any],
-    ) -> dict[str, Any]:
+    ) -> CallToolResult:
         """Queue a credentialed (SSH) Nessus scan.
 
         Give either credential_ref (a credential held by the scanner agents) or username with a
@@ -78,6 +85,7 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) 
         }
 
         async def submit(caller: Caller) -> dict[str, Any]:
+            ok = confirmation.confirmed(confirmed)
             try:
                 credentials = _inline_credentials(inline)
             except CredentialError as exc:
@@ -93,10 +101,11 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) 
                 credential_ref=credential_ref,
                 credentials=credentials,
             )
-            return await gateway.submit(caller, submit, guard.before_queue(caller, "run_authenticated_scan"))
+            before = guard.before_queue(caller, "run_authenticated_scan")
+            return await gateway.submit(caller, submit, before, confirmed=ok)
 
-        return await guard.tool(
-            ctx, "run_authenticated_scan", submit, allow_recorded=True, targets=raw_targets(targets)
+        return structured(
+            await guard.tool(ctx, "run_authenticated_scan", submit, allow_recorded=True, targets=raw_targets(targets))
         )
 
 

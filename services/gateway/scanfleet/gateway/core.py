@@ -22,7 +22,7 @@ from scanfleet.common.metrics import SCANS
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.scope import Submission
+from scanfleet.common.scope import Scope, Submission
 from scanfleet.common.targets import InvalidTarget, Target, parse_targets
 from scanfleet.common.task_ops import EnqueueFailed, enqueue
 from scanfleet.common.tasks import TaskRecord, TaskState
@@ -70,8 +70,19 @@ def idempotency_key_hash(client: str, key: str) -> str:
 
 
 def new_task_id() -> str:
-    """Sortable by submission time, unique, and safe as a subject token."""
-    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
+    """Sortable by submission time, unguessable (128 random bits: it is also the MCP task id), a subject token."""
+    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(16)}"
+
+
+def confirmation_reason(scope: Scope, targets: list[Target], scan_type: ScanType) -> str | None:
+    """Why this scan needs a human's confirmation under the client's policy, or ``None``."""
+    reasons = []
+    addresses = sum(t.addresses for t in targets)
+    if scope.confirm_over_targets is not None and addresses > scope.confirm_over_targets:
+        reasons.append(f"{addresses} addresses, over {scope.confirm_over_targets}")
+    if scan_type in scope.confirm_scan_types:
+        reasons.append(f"scan type {scan_type}")
+    return "; ".join(reasons) or None
 
 
 def request_hash(submit: SubmitScan, targets: list[str], pool: str) -> str:
@@ -112,8 +123,14 @@ class Gateway:
 
     # Submission -------------------------------------------------------------------------
 
-    async def submit(self, caller: Caller, submit: SubmitScan, before_queue: BeforeQueue) -> dict[str, Any]:
-        """Check, admit, record and queue one scan; ``before_queue`` records the decision first."""
+    async def submit(
+        self, caller: Caller, submit: SubmitScan, before_queue: BeforeQueue, *, confirmed: bool = False
+    ) -> dict[str, Any]:
+        """Check, admit, record and queue one scan; ``before_queue`` records the decision first.
+
+        ``confirmed``: a human confirmed this scan (MCP elicitation); a scan the client's policy
+        wants confirmed is refused without it, whatever the interface.
+        """
         name = submit.name.strip()
         if not name or len(name) > MAX_NAME:
             raise GatewayError(422, "invalid_name", f"name must be 1 to {MAX_NAME} characters")
@@ -129,6 +146,15 @@ class Gateway:
         pool = await self._resolve_pool(caller, submit, views_)
         wanted = Submission(parsed, submit.scan_type, pool, submit.credential_ref)
         await self.admission.check(caller, parsed, wanted, views_)
+        why = confirmation_reason(caller.scope, parsed, submit.scan_type)
+        if why is not None and not confirmed:
+            raise GatewayError(
+                403,
+                "confirmation_required",
+                f"this client's policy needs a human to confirm this scan ({why}); use an MCP client "
+                "that supports elicitation so the tool can ask",
+                reason=why,
+            )
         digest = request_hash(submit, targets, pool)
         with _tracer.start_as_current_span("submit scan", attributes={"scanfleet.pool": pool}):
             trace_id = current_trace_id() or secrets.token_hex(16)

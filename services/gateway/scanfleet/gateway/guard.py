@@ -78,7 +78,10 @@ class Guard:
         return Caller(principal, source, "rest")
 
     def mcp_caller(self, ctx: Context[Any, Any]) -> Caller:
-        request = ctx.request_context.request
+        return self.mcp_request_caller(ctx.request_context.request)
+
+    def mcp_request_caller(self, request: Any) -> Caller:
+        """The caller of an MCP request (tools, and extension methods such as ``tasks/get``)."""
         scope = getattr(request, "scope", None) or {}
         user = scope.get("user")
         principal = None

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scanfleet.common.config import Settings
+from scanfleet.gateway.errors import GatewayError
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
@@ -85,7 +86,7 @@ class RestGuard:
         status, code, message = refusal
         if self.refused is not None:
             await self.refused(request, code, message)
-        body = msgspec.json.encode({"error": code, "message": message})
+        body = msgspec.json.encode(GatewayError(status, code, message).as_dict())
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult
 
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.core import Gateway
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.guard import Guard
+from scanfleet.gateway.schemas import PoolStatus, QueueStatus
+from scanfleet.gateway.toolkit import READ, ScanfleetMCP, structured
 
 
 class QueueViews:
@@ -36,21 +39,23 @@ class QueueViews:
         return await self.gateway.queue.queue_status(caller, pool, min(max(limit, 0), 50))
 
 
-def register_queue_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
+def register_queue_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) -> None:
     views = QueueViews(gateway)
 
-    @mcp.tool()
-    async def get_pool_status(scanner_pool: str | None = None, *, ctx: Context[Any, Any]) -> dict[str, Any]:
+    @mcp.scan_tool("Pool load", PoolStatus, READ)
+    async def get_pool_status(scanner_pool: str | None = None, *, ctx: Context[Any, Any]) -> CallToolResult:
         """Capacity, active scans and utilization per scanner, queue depth and average scan time per pool."""
-        return await guard.tool(ctx, "get_pool_status", lambda c: views.pool_status(c, scanner_pool))
+        return structured(await guard.tool(ctx, "get_pool_status", lambda c: views.pool_status(c, scanner_pool)))
 
-    @mcp.tool()
+    @mcp.scan_tool("Queue state", QueueStatus, READ)
     async def get_queue_status(
         scanner_pool: str | None = None, limit: int = 5, *, ctx: Context[Any, Any]
-    ) -> dict[str, Any]:
+    ) -> CallToolResult:
         """Queue depth per pool, dead-letter depth, and the next waiting tasks this client may see
         (its own; operators: their pools'); other clients' work shows only in the counts."""
-        return await guard.tool(ctx, "get_queue_status", lambda c: views.queue_status(c, scanner_pool, limit))
+        return structured(
+            await guard.tool(ctx, "get_queue_status", lambda c: views.queue_status(c, scanner_pool, limit))
+        )
 
 
 def queue_router(gateway: Gateway, guard: Guard) -> APIRouter:

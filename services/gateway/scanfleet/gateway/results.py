@@ -23,6 +23,7 @@ from scanfleet.common.tasks import FindingsRef, TaskRecord
 from scanfleet.gateway import findings_query as q
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.core import Gateway
+from scanfleet.gateway.digest import has_digest, plugin_groups, scan_digest
 from scanfleet.gateway.errors import GatewayError
 
 MAX_OUTPUT_CHARS = 100_000
@@ -164,7 +165,10 @@ class Results:
         custom_fields: list[str] | None = None,
         page_size: int | None = None,
         cursor: str | None = None,
+        group_by: str | None = None,
     ) -> dict[str, Any]:
+        if group_by not in (None, "plugin"):
+            raise GatewayError(422, "invalid_group_by", f"cannot group by {group_by!r}", valid_group_by=["plugin"])
         try:
             parsed = q.parse_filters(filters)
             spec = q.parse_sort(sort)
@@ -174,16 +178,19 @@ class Results:
         record, index = await self._open(caller, task_id)
         digest = q.query_hash(index, parsed, spec)
         try:
-            offset = q.decode_cursor(cursor, digest) if cursor else 0
+            offset = q.decode_cursor(cursor, digest + ":plugin" if group_by else digest) if cursor else 0
         except q.QueryError as exc:
             raise _refusal(exc) from None
         size = q.clamp_page_size(page_size)
         rows = self.cache.rows(index, parsed, spec, digest)
+        summary = _summary(record, index, rows, parsed, spec, profile_name, fields)
+        if group_by == "plugin":
+            return _grouped(summary, plugin_groups(index, rows), offset, size, digest)
         page = rows[offset : offset + size]
         end = offset + len(page)
         findings = [q.project(index.finding(i), fields) for i in page]
         return {
-            "summary": _summary(record, index, rows, parsed, spec, profile_name, fields),
+            "summary": summary,
             "findings": findings,
             "page": {
                 "offset": offset,
@@ -193,6 +200,18 @@ class Results:
                 "next_cursor": q.encode_cursor(digest, end) if end < len(rows) else None,
             },
         }
+
+    async def digest(self, record: TaskRecord) -> dict[str, Any] | None:
+        """The digest of an ended scan with results (see ``digest.scan_digest``); ``None`` before."""
+        if not has_digest(record):
+            return None
+        if record.findings is None:
+            return scan_digest(record, None)
+        try:
+            index = await self.cache.index(record.task_id, record.findings)
+        except CorruptFindings:
+            return None
+        return scan_digest(record, index)
 
     async def host_summary(
         self,
@@ -263,6 +282,26 @@ class Results:
             "plugin_id": plugin_id,
             "findings": [_whole(index.finding(i), limit) for i in rows],
         }
+
+
+def _grouped(
+    summary: dict[str, Any], groups: list[dict[str, Any]], offset: int, size: int, query: str
+) -> dict[str, Any]:
+    """A page of plugin rows; its cursors are the query's, marked so a row cursor cannot page groups."""
+    key = query + ":plugin"
+    page = groups[offset : offset + size]
+    end = offset + len(page)
+    return {
+        "summary": {**summary, "group_by": "plugin", "matched_plugins": len(groups)},
+        "plugins": page,
+        "page": {
+            "offset": offset,
+            "page_size": size,
+            "returned": len(page),
+            "has_more": end < len(groups),
+            "next_cursor": q.encode_cursor(key, end) if end < len(groups) else None,
+        },
+    }
 
 
 def _refusal(exc: q.QueryError) -> GatewayError:

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, fields
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Query
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import TextContent
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult
 
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.findings_query import DEFAULT_PAGE_SIZE, FILTER_KEYS, MAX_PAGE_SIZE
 from scanfleet.gateway.guard import Guard
 from scanfleet.gateway.results import Results
+from scanfleet.gateway.schemas import FindingDetail, HostSummary, ScanResults, rest_responses
+from scanfleet.gateway.toolkit import READ, ScanfleetMCP, structured
 
 
-async def compact(result: Awaitable[dict[str, Any]]) -> TextContent:
-    """Compact JSON text: the SDK would indent a dict and repeat it as structured content,
-    doubling the tokens of the largest responses scanfleet gives."""
-    return TextContent(type="text", text=msgspec.json.encode(await result).decode())
+async def compact(result: Awaitable[dict[str, Any]]) -> CallToolResult:
+    """Compact JSON (the SDK would indent it) as text and as structured content."""
+    return structured(await result)
 
 
-def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> None:
-    @mcp.tool()
+def register_results_tools(mcp: ScanfleetMCP, results: Results, guard: Guard) -> None:
+    @mcp.scan_tool("Scan findings", ScanResults, READ)
     async def get_scan_results(
         task_id: str,
         filters: dict[str, Any] | None = None,
@@ -34,9 +35,10 @@ def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> No
         custom_fields: list[str] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
+        group_by: Literal["plugin"] | None = None,
         *,
         ctx: Context[Any, Any],
-    ) -> TextContent:
+    ) -> CallToolResult:
         """Findings of a finished scan, filtered, sorted and paged. The first key, summary, has totals,
         counts by severity (whole scan and matched) and the authentication status.
 
@@ -52,6 +54,8 @@ def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> No
         schema_profile: minimal | summary (default) | brief | full; custom_fields picks exact fields instead.
         page_size: 1-200 (default 10). Pass page.next_cursor back as cursor, with the same filters and sort,
         for the next page. For one finding's complete plugin output use get_finding.
+        group_by: "plugin" gives one row per plugin across hosts (severity, CVSS, CVEs, exploit, hosts
+        affected and the first few, the solution in one line) under "plugins" instead of "findings".
         """
         return await compact(
             guard.tool(
@@ -66,15 +70,16 @@ def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> No
                     custom_fields=custom_fields,
                     page_size=page_size,
                     cursor=cursor,
+                    group_by=group_by,
                 ),
                 task_id=task_id,
             )
         )
 
-    @mcp.tool()
+    @mcp.scan_tool("Host results", HostSummary, READ)
     async def get_host_summary(
         task_id: str, host: str | None = None, page_size: int = 50, cursor: str | None = None, *, ctx: Context[Any, Any]
-    ) -> TextContent:
+    ) -> CallToolResult:
         """Per-host results: without host, every scanned host with OS, severity counts and authentication
         verdict (success | failed | partial | not_attempted | not_evaluable), paged. With host (IP or name),
         that host's properties, the evidence behind its authentication verdict and its top findings."""
@@ -87,10 +92,10 @@ def register_results_tools(mcp: MCPServer, results: Results, guard: Guard) -> No
             )
         )
 
-    @mcp.tool()
+    @mcp.scan_tool("One finding in full", FindingDetail, READ)
     async def get_finding(
         task_id: str, host: str, plugin_id: int, port: int | None = None, *, ctx: Context[Any, Any]
-    ) -> TextContent:
+    ) -> CallToolResult:
         """One plugin's result on one host (every port it reported on, or just port), with the whole
         description, solution and plugin output."""
         return await compact(
@@ -143,7 +148,7 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
     router = APIRouter(prefix="/v1/scans")
     authenticated = Depends(guard.rest_caller)
 
-    @router.get("/{task_id}/results")
+    @router.get("/{task_id}/results", responses=rest_responses(ScanResults))
     async def scan_results(
         task_id: str,
         filters: Annotated[FilterParams, Depends()],
@@ -153,6 +158,7 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
         fields: str | None = Query(None, description="comma-separated custom fields"),
         page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         cursor: str | None = None,
+        group_by: Literal["plugin"] | None = None,
     ) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
             return await results.scan_results(
@@ -164,11 +170,12 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
                 custom_fields=[f.strip() for f in fields.split(",") if f.strip()] if fields else None,
                 page_size=page_size,
                 cursor=cursor,
+                group_by=group_by,
             )
 
         return await guard.run(caller, "get_scan_results", work(), task_id=task_id)
 
-    @router.get("/{task_id}/hosts")
+    @router.get("/{task_id}/hosts", responses=rest_responses(HostSummary))
     async def hosts(
         task_id: str,
         caller: Caller = authenticated,
@@ -178,11 +185,11 @@ def results_router(results: Results, guard: Guard) -> APIRouter:
         work = results.host_summary(caller, task_id, page_size=page_size, cursor=cursor)
         return await guard.run(caller, "get_host_summary", work, task_id=task_id)
 
-    @router.get("/{task_id}/hosts/{host}")
+    @router.get("/{task_id}/hosts/{host}", responses=rest_responses(HostSummary))
     async def one_host(task_id: str, host: str, caller: Caller = authenticated) -> dict[str, Any]:
         return await guard.run(caller, "get_host_summary", results.host_summary(caller, task_id, host), task_id=task_id)
 
-    @router.get("/{task_id}/findings/{host}/{plugin_id}")
+    @router.get("/{task_id}/findings/{host}/{plugin_id}", responses=rest_responses(FindingDetail))
     async def finding(
         task_id: str, host: str, plugin_id: int, caller: Caller = authenticated, port: int | None = None
     ) -> dict[str, Any]:

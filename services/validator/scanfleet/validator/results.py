@@ -29,6 +29,39 @@ class Verdict:
         return cls(ok=False, reason=reason, message=message, dead_letter=True)
 
 
+NO_HOST_HELP = (
+    "no host answered: check that the targets are right and up, and that the scanner can reach them "
+    "(routes, firewalls, the scan policy's host discovery)"
+)
+
+
+def no_hosts(scan_type: ScanType, *, export_size: int) -> Verdict:
+    """An export without a single host: what Nessus reports when no target answered.
+
+    A result, not a broken export (no dead letter): an untrusted scan completes with zero hosts
+    and a warning; an authenticated scan fails, because it had no host to log in to.
+    """
+    summary = ResultsSummary(
+        hosts_scanned=0,
+        total_items=0,
+        total_vulnerabilities=0,
+        severity_counts=SeverityCounts(),
+        auth_status=scan_auth_verdict(scan_type, []),
+        export_size=export_size,
+    )
+    if scan_type == "untrusted":
+        return Verdict(
+            ok=True, reason=None, message="0 host(s): " + NO_HOST_HELP, summary=summary, warnings=[NO_HOST_HELP]
+        )
+    return Verdict(
+        ok=False,
+        reason="no_hosts",
+        message="no host to log in to: " + NO_HOST_HELP,
+        summary=summary,
+        warnings=[NO_HOST_HELP],
+    )
+
+
 def summarize(parsed: ExportSummary, scan_type: ScanType, export_size: int) -> ResultsSummary:
     auth_status = scan_auth_verdict(scan_type, parsed.hosts)
     return ResultsSummary(

@@ -34,7 +34,7 @@ from scanfleet.common.telemetry import consumer_span
 from scanfleet.validator import metrics, revalidation
 from scanfleet.validator.parallel import ParsePool
 from scanfleet.validator.parsing import ExportRejected
-from scanfleet.validator.results import Verdict, judge
+from scanfleet.validator.results import Verdict, judge, no_hosts
 from scanfleet.validator.store import FindingsSpool, publish_findings
 
 log = logging.getLogger("scanfleet.validator")
@@ -169,6 +169,8 @@ class Validator:
             try:
                 summary = await asyncio.to_thread(self.parser.parse, path, spool, expected_hosts=event.expected_hosts)
             except ExportRejected as exc:
+                if exc.reason == "no_hosts":
+                    return no_hosts(event.scan_type, export_size=event.size), None, digest
                 return Verdict.rejected(exc.reason, exc.message), None, digest
             finally:
                 spool.close()
