@@ -155,6 +155,8 @@ class EmulatorState:
         self.fail_requests: list[tuple[int, float | None]] = []
         self.sessions: dict[str, str] = {}
         self.scans: dict[int, Scan] = {}
+        # Deleted scans are gone from the API, but their truth stays readable under /_emulator.
+        self.deleted: dict[int, Scan] = {}
         self.exports: dict[int, ExportJob] = {}
         self.tokens: dict[str, ExportJob] = {}
         self.world = World()
@@ -422,7 +424,7 @@ class EmulatorState:
     def max_running_seen(self, now: float) -> int:
         """Exact peak of concurrently active runs, from every run's active intervals."""
         events: list[tuple[float, int]] = []
-        for scan in self.scans.values():
+        for scan in (*self.scans.values(), *self.deleted.values()):
             for run in scan.runs:
                 segments = list(run.segments)
                 if run.resumed_at is not None:

@@ -100,8 +100,9 @@ def _stats(state: EmulatorState, now: float) -> dict[str, Any]:
         "scans_created": state.scans_created,
         "launches": state.launches,
         "scans": [
-            {"id": s.id, "name": s.name, "status": state.status(s, now), "launches": len(s.runs)}
-            for s in state.scans.values()
+            {"id": s.id, "name": s.name, "status": state.status(s, now), "launches": len(s.runs), "deleted": gone}
+            for gone, scans in ((False, state.scans), (True, state.deleted))
+            for s in scans.values()
         ],
     }
 
@@ -113,7 +114,7 @@ def controls_router(state: EmulatorState, guards: Guards) -> APIRouter:
     async def truth(scan_id: int, history_id: int | None = None) -> Response:
         """What an export of the run (the latest, or ``history_id``) holds now, and every host's progress:
         a stopped run's hosts below 100 are the ones a rollover must scan."""
-        scan = find_scan(state, scan_id)
+        scan = state.deleted[scan_id] if scan_id in state.deleted else find_scan(state, scan_id)
         if scan.run is None:
             raise ApiError(409, "Scan was never launched")
         run = state.find_run(scan, history_id)
