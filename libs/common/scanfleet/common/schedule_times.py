@@ -62,13 +62,8 @@ class Recurrence:
                 yield it.get_next(datetime).astimezone(UTC)
         assert self.rrule is not None
         rule = rrulestr(self.rrule, dtstart=self.start.astimezone(zone).replace(microsecond=0))
-        current = local
-        while True:
-            found = rule.after(current, inc=False)
-            if found is None:
-                return
+        for found in rule.xafter(local, inc=False):
             yield found.astimezone(UTC)
-            current = found
 
 
 def next_occurrence(rec: Recurrence, moment: datetime) -> datetime | None:

@@ -234,7 +234,7 @@ class History:
         return {
             "base": _run_line(base_record),
             "run": _run_line(record),
-            "counts": counts(entries, min_severity=min_severity),
+            "counts": counts(entries),
             "not_comparable_hosts": dict(list(skipped.items())[:50]),
             "not_comparable_reason": {
                 "login_failed_in_base": "the login failed on this host in the base run: its local checks did not run",
