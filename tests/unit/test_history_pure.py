@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanfleet.agent.hygiene import due as hygiene_due
-from scanfleet.common.messages import AuthVerdict
+from scanfleet.common.messages import AuthVerdict, ScanType
 from scanfleet.common.rollover import split_hosts, target_hosts
 from scanfleet.common.scan_diff import Key, RunView, Seen, counts, diff
-from scanfleet.common.schedule_times import ON_TIME, InvalidSchedule, Recurrence, due
+from scanfleet.common.schedule_times import ON_TIME, InvalidSchedule, Missed, Recurrence, due
 from scanfleet.common.tasks import TaskRecord, TaskState
 
 HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
@@ -29,7 +29,7 @@ def test_diff_is_set_algebra_on_comparable_hosts_and_never_fixes_a_failed_login(
     before: dict[Key, Seen], after: dict[Key, Seen], base_hosts: dict[str, AuthVerdict],
     run_hosts: dict[str, AuthVerdict], authenticated: bool,
 ) -> None:  # fmt: skip
-    scan_type = "authenticated" if authenticated else "untrusted"
+    scan_type: ScanType = "authenticated" if authenticated else "untrusted"
     base = RunView(scan_type, {k: v for k, v in before.items() if k.host in base_hosts}, base_hosts)
     run = RunView(scan_type, {k: v for k, v in after.items() if k.host in run_hosts}, run_hosts)
     entries = diff(base, run)
@@ -90,11 +90,11 @@ def test_invalid_schedules_are_refused(cron: str | None, rrule: str | None, zone
 
 @settings(deadline=None)
 @given(st.integers(0, 500), st.integers(1, 120), st.sampled_from(["run_once", "skip"]))
-def test_missed_occurrences_collapse_into_at_most_one(lag: int, interval: int, missed: str) -> None:
+def test_missed_occurrences_collapse_into_at_most_one(lag: int, interval: int, missed: Missed) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rec = Recurrence.parse(cron=None, rrule=f"FREQ=SECONDLY;INTERVAL={interval}", timezone="UTC", start=start)
     now = start + timedelta(seconds=lag)
-    fire, cursor = due(rec, start, now, missed)  # type: ignore[arg-type]
+    fire, cursor = due(rec, start, now, missed)
     occurred = [o for o in itertools.islice(rec.after(start), lag + 1) if o <= now]
     assert cursor == (occurred[-1] if occurred else None)
     if not occurred or (missed == "skip" and now - occurred[-1] > ON_TIME):
