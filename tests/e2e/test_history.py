@@ -45,7 +45,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ssh_accounts={"root": "toor"},
         stored_credentials={"lab": {"username": "root", "password": "toor"}},
         emulator_overrides={"seed": 7},
-        extra_env={"SCANFLEET_SCHEDULE_INTERVAL": "0.3", "SCANFLEET_NESSUS_SWEEP_INTERVAL": "0.5"},
+        extra_env={
+            "SCANFLEET_SCHEDULE_INTERVAL": "0.3",
+            "SCANFLEET_NESSUS_SWEEP_INTERVAL": "0.5",
+            "SCANFLEET_PROGRESS_INTERVAL": "0.3",
+        },
     )
     yield from running_stack(options)
 
@@ -222,7 +226,7 @@ async def test_a_rollover_scans_exactly_the_hosts_a_stopped_scan_did_not_reach(s
     async with mcp_client(stack) as mcp:
         task = tool_json(
             await mcp.call_tool(
-                "run_untrusted_scan", {"targets": ",".join(targets), "name": "stopped", "description": long_scan(10)}
+                "run_untrusted_scan", {"targets": ",".join(targets), "name": "stopped", "description": long_scan(12)}
             )
         )
         task_id = task["task_id"]

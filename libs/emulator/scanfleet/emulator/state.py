@@ -279,7 +279,7 @@ class EmulatorState:
 
     def host_progress(self, scan: Scan, now: float, run: Run | None = None) -> list[int]:
         """Percent done per host of the run (the current one by default); earlier hosts run ahead
-        so progress looks staggered."""
+        so progress looks staggered, and they finish first (a stopped run has hosts done and hosts left)."""
         run = run or scan.run
         if run is None:
             return [0] * len(scan.alive)
@@ -288,7 +288,7 @@ class EmulatorState:
         progress = []
         for index in range(count):
             boost = 1.0 + 0.5 * (count - 1 - index) / max(count - 1, 1)
-            progress.append(100 if fraction >= 1.0 else min(99, int(fraction * boost * 100)))
+            progress.append(100 if fraction >= 1.0 else min(100, int(fraction * boost * 100)))
         return progress
 
     def launch(self, scan: Scan, now: float) -> Run:
