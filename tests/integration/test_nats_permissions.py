@@ -220,7 +220,9 @@ FORBIDDEN_PUBLISH = [
     ("validator", contract.assignment_subject("default", "scanner-1", "t1")),
     ("validator", f"$O.{contract.EXPORTS_OBJECTS}.M.x"),
     ("validator", f"$KV.{contract.AGENTS_BUCKET}.default.scanner-1"),
-    ("janitor", contract.request_subject("default", "t1")),
+    # The janitor queues scheduled scans and rollovers (scan.request.>), never assignments.
+    ("janitor", contract.assignment_subject("default", "scanner-1", "t1")),
+    ("janitor", f"$KV.{contract.NESSUS_SCANS_BUCKET}.default.scanner-1.5"),
     ("janitor", f"$JS.API.STREAM.DELETE.{contract.DLQ_STREAM}"),
     ("janitor", f"$KV.{contract.REGISTRY_BUCKET}.default.scanner-1"),
     ("provision", f"$JS.API.STREAM.DELETE.{contract.EVENTS_STREAM}"),

@@ -83,6 +83,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     deny_ranges: str | None = None
     max_body_bytes: int = 1024 * 1024
     audit_retention_days: float = 365.0
+    # History: how often each janitor looks for due schedule occurrences (seconds), and how many
+    # days an agent keeps a Nessus scan it created once its export is stored (0: delete at once;
+    # never past the task's expiry), checking every ``nessus_sweep_interval`` seconds.
+    schedule_interval: float = 5.0
+    nessus_keep_days: float = 0.0
+    nessus_sweep_interval: float = 60.0
     # Validator: worker processes that parse big exports in parallel (unset: 2 on 2+ cores, 0 on one).
     validator_parse_workers: int | None = None
 

@@ -463,6 +463,10 @@ POOL_STATS_BUCKET = "scan_pool_stats"
 CLIENT_TASKS_BUCKET = "scan_client_tasks"
 CLIENT_TASKS_TTL = 31 * DAY
 
+SCHEDULES_BUCKET = "scan_schedules"
+SCHEDULE_RUNS_BUCKET = "scan_schedule_runs"
+SCHEDULE_RUNS_TTL = 90 * DAY
+NESSUS_SCANS_BUCKET = "scan_nessus_scans"
 AGENT_HEARTBEAT_INTERVAL = 5.0
 AGENT_LEASE_TTL = 15.0
 IDEMPOTENCY_TTL = 2 * DAY
@@ -491,7 +495,48 @@ BUCKETS: list[Bucket] = [
         "Tasks by client: key task.<client>.<task_id> per submission, active.<client> the unended ones",
         ttl=CLIENT_TASKS_TTL,
     ),
+    Bucket(SCHEDULES_BUCKET, "Recurring scans, key <owner>.<schedule_id>; credentials only by credential_ref"),
+    Bucket(
+        SCHEDULE_RUNS_BUCKET,
+        "Claims of schedule occurrences (<schedule_id>.<utc seconds>) and rollovers (rollover.<task_id>): "
+        "created once, so each fires exactly once",
+        ttl=SCHEDULE_RUNS_TTL,
+    ),
+    Bucket(
+        NESSUS_SCANS_BUCKET,
+        "Nessus scans scanfleet created, key <pool>.<instance>.<scan_id>: the agents delete these and no others",
+    ),
 ]
+
+
+def schedule_key(owner: str, schedule_id: str) -> str:
+    return f"{owner}.{schedule_id}"
+
+
+def schedules_prefix(owner: str | None = None) -> str:
+    return f"{owner}." if owner else ""
+
+
+def schedule_of_key(key: str) -> tuple[str, str]:
+    """``<owner>.<schedule_id>`` → (owner, schedule id)."""
+    owner, _, schedule_id = key.partition(".")
+    return owner, schedule_id
+
+
+def occurrence_key(schedule_id: str, token: str) -> str:
+    return f"{schedule_id}.{token}"
+
+
+def rollover_claim_key(task_id: str) -> str:
+    return f"rollover.{task_id}"
+
+
+def nessus_scan_key(pool: str, instance: str, scan_id: int) -> str:
+    return f"{pool}.{instance}.{scan_id}"
+
+
+def nessus_scans_prefix(pool: str, instance: str) -> str:
+    return f"{pool}.{instance}."
 
 
 def client_task_key(client: str, task_id: str) -> str:

@@ -150,6 +150,9 @@ def _publish(user: str) -> list[str]:
             *_kv_write(c.CLIENT_TASKS_BUCKET),
             c.AUDIT_FILTER,
             *_ordered_reader(c.AUDIT_STREAM),
+            # history: schedules (created, paused, deleted by their owners) and their fired occurrences
+            *_kv_write(c.SCHEDULES_BUCKET),
+            *_kv_read(c.SCHEDULE_RUNS_BUCKET),
         ]
     if user == "dispatcher":
         return [
@@ -182,6 +185,7 @@ def _publish(user: str) -> list[str]:
             *_kv_read(c.REGISTRY_BUCKET),
             *_objects_write(c.EXPORTS_OBJECTS),
             *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
+            *_kv_write(c.NESSUS_SCANS_BUCKET),  # the Nessus scans it created, deleted when done
         ]
     if user == "validator":
         return [
@@ -216,6 +220,11 @@ def _publish(user: str) -> list[str]:
             *_objects_write(c.EXPORTS_OBJECTS),
             *_objects_write(c.FINDINGS_OBJECTS),
             *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
+            # schedules and automatic rollovers: scans queued on a client's behalf, audited as it
+            REQUEST_SUBJECTS,
+            c.AUDIT_FILTER,
+            *_kv_write(c.SCHEDULES_BUCKET),
+            *_kv_write(c.SCHEDULE_RUNS_BUCKET),
         ]
     if user == "provision":
         streams = _all_streams()

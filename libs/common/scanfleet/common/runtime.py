@@ -40,6 +40,9 @@ class Runtime:
     leases: KeyValue
     pool_stats: KeyValue
     client_tasks: KeyValue
+    schedules: KeyValue
+    schedule_runs: KeyValue
+    nessus_scans: KeyValue
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish_event(self, record: TaskRecord, kind: contract.EventKind, detail: str | None = None) -> None:
@@ -94,6 +97,9 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
         leases=buckets[contract.LEASES_BUCKET],
         pool_stats=buckets[contract.POOL_STATS_BUCKET],
         client_tasks=buckets[contract.CLIENT_TASKS_BUCKET],
+        schedules=buckets[contract.SCHEDULES_BUCKET],
+        schedule_runs=buckets[contract.SCHEDULE_RUNS_BUCKET],
+        nessus_scans=buckets[contract.NESSUS_SCANS_BUCKET],
     )
 
 

@@ -125,6 +125,15 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     submitted_by: str | None = None
     cancelled_by: str | None = None
     paused_by: str | None = None
+    # History (issue 15): the credential ref a rescan reuses, where the task came from, and which
+    # hosts a stopped or timed-out scan reached, per Nessus, so a rollover scans exactly the rest.
+    credential_ref: str | None = None
+    schedule_id: str | None = None
+    rescan_of: str | None = None
+    rollover_of: str | None = None
+    auto_rollover: bool = False
+    hosts_done: list[str] | None = None
+    hosts_left: list[str] | None = None
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})
@@ -143,6 +152,11 @@ RETRY_KEEPS = (
     "description",
     "idempotency_key_hash",
     "created_at",
+    "credential_ref",
+    "schedule_id",
+    "rescan_of",
+    "rollover_of",
+    "auto_rollover",
     "dispatch_attempts",
 )
 

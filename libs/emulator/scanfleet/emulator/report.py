@@ -29,9 +29,11 @@ from scanfleet.emulator.plugins import (
     SYN_SCANNER,
     Plugin,
 )
+from scanfleet.emulator.world import HostChange, logins_failing, plugin_changes
 
 PLUGIN_FEED = "202406110523"
 _UNSUPPORTED_IDS = {33850, 108797}
+PLUGINS_BY_ID = {p.id: p for p in (*ALWAYS, *OPTIONAL, *LOCAL)}
 _KEEP_PROBABILITY = (0.8, 0.5, 0.45, 0.35, 0.3)
 
 
@@ -122,6 +124,8 @@ class ReportContext(msgspec.Struct, frozen=True, kw_only=True):
     scanner_ip: str
     ssh_user: str | None = None
     rejected_user: str | None = None
+    # World changes of this run (``world.py``): hosts whose login fails, findings added or fixed.
+    changes: tuple[HostChange, ...] = ()
 
 
 class ReportModel(msgspec.Struct, frozen=True):
@@ -145,6 +149,10 @@ class ReportModel(msgspec.Struct, frozen=True):
                     "severity_counts": counts,
                     "credentialed": host.credentialed,
                     "item_count": len(host.items),
+                    "findings": [
+                        {"plugin_id": i.plugin.id, "port": i.port, "protocol": i.protocol, "severity": i.severity}
+                        for i in host.items
+                    ],
                 }
             )
         return {
@@ -199,6 +207,9 @@ def _build_host(ctx: ReportContext, index: int, name: str) -> ReportHost:
     mac = "00:50:56:" + ":".join(f"{rng.randrange(256):02X}" for _ in range(3))
     ports = [profile.ports[0], *(p for p in profile.ports[1:] if rng.random() < 0.7)]
     port_numbers = {p for p, _ in ports}
+    failing = name in logins_failing(list(ctx.changes))
+    user = None if failing else ctx.ssh_user
+    rejected = ctx.rejected_user or (ctx.ssh_user if failing else None)
     fields = {
         "host": name,
         "ip": ip,
@@ -206,7 +217,7 @@ def _build_host(ctx: ReportContext, index: int, name: str) -> ReportHost:
         "scanner_ip": ctx.scanner_ip,
         "cpe": profile.cpe,
         "os_name": profile.name,
-        "user": ctx.ssh_user or ctx.rejected_user or "",
+        "user": user or rejected or "",
     }
 
     def item(plugin: Plugin, port: int | None = None, svc: str | None = None) -> ReportItem:
@@ -227,13 +238,17 @@ def _build_host(ctx: ReportContext, index: int, name: str) -> ReportHost:
             keep = rng.random() < _KEEP_PROBABILITY[plugin.severity]
         if keep:
             items.append(item(plugin))
-    if ctx.ssh_user:
+    if user:
         items += [item(CRED_VALID), item(CRED_NO_ISSUES)]
         items += [item(p) for p in LOCAL if p.severity == 0 or rng.random() < 0.6]
-    elif ctx.rejected_user:
+    elif rejected:
         items += [item(CRED_FAILURE), item(PATCH_FAILED)]
     else:
         items.append(item(PATCH_NOT_AVAILABLE))
+    added, fixed = plugin_changes(list(ctx.changes), name)
+    present = {i.plugin.id for i in items}
+    items = [i for i in items if i.plugin.id not in fixed]
+    items += [item(PLUGINS_BY_ID[pid]) for pid in sorted(added - present) if pid in PLUGINS_BY_ID]
     host_duration = ctx.duration * (0.6 + 0.4 * rng.random())
     items.append(ReportItem(SCAN_INFO, 0, "general", "tcp", _scan_info_output(ctx, host_duration)))
     return ReportHost(
@@ -242,7 +257,7 @@ def _build_host(ctx: ReportContext, index: int, name: str) -> ReportHost:
         fqdn,
         mac,
         profile,
-        ctx.ssh_user is not None,
+        user is not None,
         ctx.start,
         ctx.start + host_duration,
         tuple(items),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from scanfleet.emulator.config import EmulatorConfig
 from scanfleet.emulator.report import ReportContext, ReportModel, build_report, host_rng
 from scanfleet.emulator.targets import TargetSpec
+from scanfleet.emulator.world import HostChange, World, hosts_down
 
 ACTIVE = frozenset({"pending", "running"})
 BUSY = frozenset({"pending", "running", "paused", "stopping"})
@@ -77,6 +78,10 @@ class Run:
     segments: list[tuple[float, float]] = field(default_factory=list)
     model: ReportModel | None = None
     duration: float = 0.0
+    # The world as this run found it (``world.py``): its epoch, its changes, the hosts that answered.
+    epoch: int = 1
+    changes: tuple[HostChange, ...] = ()
+    hosts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -150,8 +155,11 @@ class EmulatorState:
         self.fail_requests: list[tuple[int, float | None]] = []
         self.sessions: dict[str, str] = {}
         self.scans: dict[int, Scan] = {}
+        # Deleted scans are gone from the API, but their truth stays readable under /_emulator.
+        self.deleted: dict[int, Scan] = {}
         self.exports: dict[int, ExportJob] = {}
         self.tokens: dict[str, ExportJob] = {}
+        self.world = World()
         self.scans_created = 0
         self.launches = 0
         self._next_scan = 5
@@ -261,20 +269,26 @@ class EmulatorState:
         return run.resumed_at + self.total_active(run) - run.accumulated
 
     def scan_fraction(self, run: Run, now: float) -> float:
-        done = self.elapsed(run, now) - self.config.pending_duration
+        elapsed = self.elapsed(run, now)
+        if elapsed >= self.total_active(run):
+            # (pending + duration) - pending is not always duration in floating point (2.3 - 0.3):
+            # a finished run must count as finished, or its export holds no host at all.
+            return 1.0
+        done = elapsed - self.config.pending_duration
         return max(0.0, min(1.0, done / run.duration if run.duration > 0 else 1.0))
 
-    def host_progress(self, scan: Scan, now: float) -> list[int]:
-        """Percent done per alive host; earlier hosts run ahead so progress looks staggered."""
-        run = scan.run
+    def host_progress(self, scan: Scan, now: float, run: Run | None = None) -> list[int]:
+        """Percent done per host of the run (the current one by default); earlier hosts run ahead
+        so progress looks staggered, and they finish first (a stopped run has hosts done and hosts left)."""
+        run = run or scan.run
         if run is None:
             return [0] * len(scan.alive)
         fraction = self.scan_fraction(run, now)
-        count = len(scan.alive)
+        count = len(run.hosts)
         progress = []
         for index in range(count):
             boost = 1.0 + 0.5 * (count - 1 - index) / max(count - 1, 1)
-            progress.append(100 if fraction >= 1.0 else min(99, int(fraction * boost * 100)))
+            progress.append(100 if fraction >= 1.0 else min(100, int(fraction * boost * 100)))
         return progress
 
     def launch(self, scan: Scan, now: float) -> Run:
@@ -287,7 +301,11 @@ class EmulatorState:
             now,
             stuck_pending=self.stay_pending,
             duration=self.scan_duration(scan),
+            epoch=self.world.epoch,
+            changes=tuple(self.world.at(self.world.epoch)),
         )
+        down = hosts_down(list(run.changes))
+        run.hosts = [h for h in scan.alive if h not in down]
         scan.runs.append(run)
         scan.modified = int(now)
         self.launches += 1
@@ -331,41 +349,50 @@ class EmulatorState:
                 return cred.username, None
         return None, scan.credentials[0].username if scan.credentials else None
 
-    def model(self, scan: Scan) -> ReportModel:
-        """The full result of the current run, generated once and cached on the run."""
-        run = scan.run
+    def find_run(self, scan: Scan, history_id: int | None) -> Run | None:
+        """The run with this history id (Nessus's ``history_id``), or the current one."""
+        if history_id is None:
+            return scan.run
+        return next((r for r in scan.runs if r.history_id == history_id), None)
+
+    def model(self, scan: Scan, run: Run | None = None) -> ReportModel:
+        """The full result of a run (the current one by default), generated once and cached on it."""
+        run = run or scan.run
         assert run is not None
         if run.model is None:
             accepted, rejected = self.credential_outcome(scan)
             ctx = ReportContext(
                 scan_name=scan.name,
                 policy_name=scan.policy_name,
-                hosts=tuple(scan.alive),
-                seed=self.config.seed,
+                hosts=tuple(run.hosts),
+                seed=self.config.seed if self.world.seed is None else self.world.seed,
                 start=run.launched_at + self.config.pending_duration,
                 duration=run.duration,
                 version=self.config.version,
                 scanner_ip=self.config.scanner_ip,
                 ssh_user=accepted,
                 rejected_user=rejected,
+                changes=run.changes,
             )
             run.model = build_report(ctx)
         return run.model
 
-    def visible_model(self, scan: Scan, now: float) -> ReportModel:
+    def visible_model(self, scan: Scan, now: float, run: Run | None = None) -> ReportModel:
         """What an export taken now contains: only the hosts that have finished."""
-        model = self.model(scan)
-        progress = self.host_progress(scan, now)
-        done = {name for name, pct in zip(scan.alive, progress, strict=True) if pct >= 100}
-        return model if len(done) == len(scan.alive) else model.subset(done)
+        run = run or scan.run
+        assert run is not None
+        model = self.model(scan, run)
+        progress = self.host_progress(scan, now, run)
+        done = {name for name, pct in zip(run.hosts, progress, strict=True) if pct >= 100}
+        return model if len(done) == len(run.hosts) else model.subset(done)
 
-    def create_export(self, scan: Scan, now: float) -> ExportJob:
+    def create_export(self, scan: Scan, now: float, run: Run | None = None) -> ExportJob:
         job = ExportJob(
             self._next_file,
             secrets.token_hex(32),
             scan.id,
             math.inf if self.export_stuck else now + self.config.export_delay,
-            self.visible_model(scan, now),
+            self.visible_model(scan, now, run),
             self.export_error,
             self.export_corrupt,
         )
@@ -397,7 +424,7 @@ class EmulatorState:
     def max_running_seen(self, now: float) -> int:
         """Exact peak of concurrently active runs, from every run's active intervals."""
         events: list[tuple[float, int]] = []
-        for scan in self.scans.values():
+        for scan in (*self.scans.values(), *self.deleted.values()):
             for run in scan.runs:
                 segments = list(run.segments)
                 if run.resumed_at is not None:

@@ -62,7 +62,7 @@ def _info(state: EmulatorState, scan: Scan, now: float) -> dict[str, Any]:
         "status": state.status(scan, now),
         "name": scan.name,
         "targets": scan.text_targets,
-        "hostcount": len(scan.alive) if run else 0,
+        "hostcount": len(run.hosts) if run else 0,
         "scan_type": "local",
         "object_id": scan.id,
         "uuid": run.uuid if run else scan.uuid,

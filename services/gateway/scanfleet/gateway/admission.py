@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Sequence
 
+from scanfleet.common.admit import hosts_of_urls, resolve
 from scanfleet.common.clients import ClientDirectory
 from scanfleet.common.config import Settings
 from scanfleet.common.registry import ScannerView
@@ -24,28 +23,7 @@ from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.hardening import split_list
 
 Resolver = Callable[[str], Awaitable[list[IPAddress]]]
-RESOLVE_TIMEOUT = 2.0
 RESOLVE_CONCURRENCY = 16
-
-
-async def resolve(name: str) -> list[IPAddress]:
-    """The name's addresses, or none when it does not resolve in time (it is then judged by pattern)."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
-    except (OSError, TimeoutError, UnicodeError):
-        return []
-    return sorted({ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}, key=str)
-
-
-def hosts_of_urls(urls: Iterable[str]) -> set[str]:
-    hosts = set()
-    for url in urls:
-        for part in url.split(","):
-            host = urlsplit(part.strip() if "://" in part else f"//{part.strip()}").hostname
-            if host:
-                hosts.add(host)
-    return hosts
 
 
 class Admission:

@@ -38,6 +38,7 @@ from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError, read_body
 from scanfleet.gateway.guard import Guard, raw_targets
 from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, transport_security
+from scanfleet.gateway.history_tools import history_router
 from scanfleet.gateway.queue_tools import queue_router
 from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import results_router
@@ -113,6 +114,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(results_router(results, guard))
     app.include_router(control_router(gateway, guard))
     app.include_router(queue_router(gateway, guard))
+    app.include_router(history_router(gateway, guard))
     app.include_router(admin_router(rt, guard))
     app.mount("/", mcp_app)
     document_schemas(app)

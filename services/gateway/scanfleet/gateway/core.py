@@ -180,6 +180,7 @@ class Gateway:
                     created_at=utcnow(),
                     updated_at=utcnow(),
                     submitted_by=caller.id,
+                    credential_ref=submit.credential_ref,
                 )
                 await self._admit_active(caller, task_id)
                 try:

@@ -16,6 +16,7 @@ from scanfleet.gateway.control_tools import register_control_tools
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.guard import Guard, raw_targets
+from scanfleet.gateway.history_tools import register_history_tools
 from scanfleet.gateway.mcp_tasks import ScanTasks
 from scanfleet.gateway.queue_tools import register_queue_tools
 from scanfleet.gateway.results import Results
@@ -49,6 +50,7 @@ def build_mcp(gateway: Gateway, results: Results, guard: Guard, **auth: Any) -> 
     register_results_tools(mcp, results, guard)
     register_control_tools(mcp, gateway, guard)
     register_queue_tools(mcp, gateway, guard)
+    register_history_tools(mcp, gateway, guard)
     return mcp
 
 

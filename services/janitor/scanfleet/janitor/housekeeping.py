@@ -19,13 +19,15 @@ from scanfleet.common.logs import task_context
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskNotFound
 from scanfleet.janitor.metrics import TTL_DELETIONS, count_ended
+from scanfleet.janitor.scheduler import Scheduler
 
 log = logging.getLogger("scanfleet.janitor")
 
 
 class Housekeeper:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, scheduler: Scheduler | None = None) -> None:
         self.rt = rt
+        self.scheduler = scheduler
 
     async def on_terminal_event(self, msg: Msg) -> None:
         task_id = contract.task_of_event(msg.subject)
@@ -34,6 +36,8 @@ class Housekeeper:
             with task_context(record.task_id, record.trace_id):
                 if await expiry.arm(self.rt.js, record, self.rt.settings):
                     log.info("expiry armed for the %s task", record.state)
+                if self.scheduler is not None and await self.scheduler.rollover(record):
+                    log.info("rollover queued for the hosts the %s task did not reach", record.state)
             count_ended(record, contract.kind_of_event(msg.subject) or "")
         await msg.ack()
 

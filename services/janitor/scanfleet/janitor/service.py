@@ -4,7 +4,8 @@
 - TTL housekeeping: arms an expiry lease when a task ends, deletes the task and its stored
   results when the lease's MaxAge marker arrives (``housekeeping``);
 - stale work: ends tasks stuck past their state's limit and frees slots whose tasks are
-  accounted for (``stale``).
+  accounted for (``stale``);
+- schedules: fires due occurrences and automatic rollovers, once each (``scheduler``).
 
 With ``SCANFLEET_SERVICE_PORT`` set it serves /health, /ready and /metrics (``janitor/metrics.py``).
 """
@@ -26,6 +27,7 @@ from scanfleet.common.telemetry import consumer_span
 from scanfleet.janitor import metrics
 from scanfleet.janitor.deadletters import AdvisoryHandler, on_dead_letter
 from scanfleet.janitor.housekeeping import Housekeeper
+from scanfleet.janitor.scheduler import Scheduler, schedule_forever
 from scanfleet.janitor.stale import Sweeper
 
 log = logging.getLogger("scanfleet.janitor")
@@ -54,7 +56,8 @@ async def sweep_forever(sweeper: Sweeper, every: float) -> None:
 
 
 def workers(rt: Runtime) -> list[asyncio.Task[None]]:
-    keeper = Housekeeper(rt)
+    scheduler = Scheduler(rt)
+    keeper = Housekeeper(rt, scheduler)
     return [
         asyncio.create_task(consume(rt, contract.DLQ_STREAM, contract.JANITOR_DLQ_CONSUMER, on_dead_letter)),
         asyncio.create_task(
@@ -67,6 +70,7 @@ def workers(rt: Runtime) -> list[asyncio.Task[None]]:
             consume(rt, contract.EXPIRY_STREAM, contract.JANITOR_EXPIRY_CONSUMER, keeper.on_lease_message)
         ),
         asyncio.create_task(sweep_forever(Sweeper(rt), rt.settings.housekeeping_interval)),
+        asyncio.create_task(schedule_forever(scheduler, rt.settings.schedule_interval)),
     ]
 
 

@@ -23,7 +23,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from scanfleet.agent import metrics
+from scanfleet.agent import hygiene, metrics
 from scanfleet.agent.circuit import CircuitBreaker, CircuitState
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
 from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError
@@ -117,6 +117,7 @@ class InstanceAgent:
                 tg.create_task(self._heartbeat_loop())
                 await self.reconcile()
                 tg.create_task(self._consume_loop())
+                tg.create_task(hygiene.sweep_forever(self.rt, client, self.pool, self.scanner.id))
 
     # Heartbeat and circuit --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from scanfleet.agent import hygiene
 from scanfleet.agent.circuit import Breaker, NullBreaker
 from scanfleet.agent.nessus import (
     ExportHandle,
@@ -39,6 +40,7 @@ from scanfleet.common.config import Settings
 from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError
 from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.rollover import split_hosts
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
@@ -265,6 +267,7 @@ class Lifecycle:
         template = await self._template(self.assignment.request.scan_type)
         claimed_before = await self._claim()
         scan_id, created = await self._create_or_adopt(name, template, ssh, may_exist=claimed_before)
+        await hygiene.remember(self.rt, self.assignment.pool, self.assignment.instance, self.task_id, name, scan_id)
 
         def remember(r: TaskRecord) -> None:
             r.nessus_scan_id = scan_id
@@ -507,8 +510,10 @@ class Lifecycle:
     # End --------------------------------------------------------------------------------
 
     async def _end(self, stop: Stopped) -> None:
-        """Stop the Nessus scan (best effort: it may already be over), then end the task."""
+        """Stop the Nessus scan (best effort: it may already be over), note which hosts it reached,
+        then end the task."""
         record = await self.rt.tasks.get(self.task_id)
+        reached: tuple[list[str], list[str]] | None = None
         if record is not None and record.nessus_scan_id is not None:
             scan_id = record.nessus_scan_id
             try:
@@ -518,9 +523,25 @@ class Lifecycle:
                 log.info("Nessus scan %s was not running; nothing to stop", scan_id)
             except PermanentFailure as exc:
                 log.warning("could not stop Nessus scan %s: %s", scan_id, exc)
+            reached = await self._hosts_reached(scan_id, record.targets)
+
+        def note_hosts(r: TaskRecord) -> None:
+            if reached is not None:
+                r.hosts_done, r.hosts_left = reached
 
         slot = contract.instance_key(self.assignment.pool, self.assignment.instance)
-        await end_task(self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=slot)
+        await end_task(
+            self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=slot, mutate=note_hosts
+        )
+
+    async def _hosts_reached(self, scan_id: int, targets: list[str]) -> tuple[list[str], list[str]] | None:
+        """(done, left) per Nessus's per-host status of the stopped scan; None if Nessus cannot say."""
+        try:
+            details = await self._retry(lambda: self.client.scan_details(scan_id), "scan details")
+        except PermanentFailure as exc:
+            log.warning("no per-host status of Nessus scan %s: %s", scan_id, exc)
+            return None
+        return split_hosts(targets, {h.hostname: h.progress for h in details.hosts})
 
     @staticmethod
     def _scan_id(record: TaskRecord) -> int:

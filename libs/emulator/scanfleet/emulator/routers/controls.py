@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from scanfleet.emulator.state import EmulatorState, EndpointFault
 from scanfleet.emulator.web import ApiError, Guards, find_scan, json_response, read_body, transition
+from scanfleet.emulator.world import WorldBody, apply_world
 
 
 class FailRequests(msgspec.Struct):
@@ -99,8 +100,9 @@ def _stats(state: EmulatorState, now: float) -> dict[str, Any]:
         "scans_created": state.scans_created,
         "launches": state.launches,
         "scans": [
-            {"id": s.id, "name": s.name, "status": state.status(s, now), "launches": len(s.runs)}
-            for s in state.scans.values()
+            {"id": s.id, "name": s.name, "status": state.status(s, now), "launches": len(s.runs), "deleted": gone}
+            for gone, scans in ((False, state.scans), (True, state.deleted))
+            for s in scans.values()
         ],
     }
 
@@ -109,19 +111,34 @@ def controls_router(state: EmulatorState, guards: Guards) -> APIRouter:
     router = APIRouter(prefix="/_emulator", dependencies=guards.control)
 
     @router.get("/scans/{scan_id}/truth")
-    async def truth(scan_id: int) -> Response:
-        scan = find_scan(state, scan_id)
+    async def truth(scan_id: int, history_id: int | None = None) -> Response:
+        """What an export of the run (the latest, or ``history_id``) holds now, and every host's progress:
+        a stopped run's hosts below 100 are the ones a rollover must scan."""
+        scan = state.deleted[scan_id] if scan_id in state.deleted else find_scan(state, scan_id)
         if scan.run is None:
             raise ApiError(409, "Scan was never launched")
+        run = state.find_run(scan, history_id)
+        if run is None:
+            raise ApiError(404, "The requested history was not found.")
         now = state.clock()
+        current = run is scan.run
         return json_response(
             {
                 "scan_id": scan.id,
-                "status": state.status(scan, now),
-                "history_id": scan.run.history_id,
-                **state.visible_model(scan, now).truth(),
+                "name": scan.name,
+                "status": state.status(scan, now) if current else state.finished_status(run),
+                "history_id": run.history_id,
+                "epoch": run.epoch,
+                "host_progress": dict(zip(run.hosts, state.host_progress(scan, now, run), strict=True)),
+                **state.visible_model(scan, now, run).truth(),
             }
         )
+
+    @router.post("/world")
+    async def world(request: Request) -> Response:
+        """The emulated network's epoch, seed and per-epoch changes (``world.py``)."""
+        apply_world(state.world, await read_body(request, WorldBody))
+        return json_response(msgspec.to_builtins(state.world))
 
     @router.get("/stats")
     async def stats() -> Response:

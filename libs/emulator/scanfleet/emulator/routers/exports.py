@@ -68,14 +68,18 @@ def exports_router(state: EmulatorState, guards: Guards) -> APIRouter:
     router = APIRouter()
 
     @router.post("/scans/{scan_id}/export", dependencies=guards.api)
-    async def export(scan_id: int, request: Request) -> Response:
+    async def export(scan_id: int, request: Request, history_id: int | None = None) -> Response:
+        """``history_id`` (pyTenable sends it as a query parameter) exports that run, not the latest."""
         scan = find_scan(state, scan_id)
         body = await read_body(request, ExportBody)
         if body.format != "nessus":
             raise ApiError(400, "Invalid 'format' field: only nessus is supported by the emulator")
         if scan.run is None:
             raise ApiError(409, "Scan has no results to export")
-        job = state.create_export(scan, state.clock())
+        run = state.find_run(scan, history_id)
+        if run is None:
+            raise ApiError(404, "The requested history was not found.")
+        job = state.create_export(scan, state.clock(), run)
         return json_response({"file": job.file_id, "token": job.token})
 
     @router.get("/scans/{scan_id}/export/{file_id}/status", dependencies=guards.api)

@@ -148,7 +148,7 @@ def scans_router(state: EmulatorState, guards: Guards) -> APIRouter:
     async def delete(scan_id: int) -> Response:
         if state.status(find_scan(state, scan_id), state.clock()) in BUSY:
             raise ApiError(409, "Scan cannot be deleted while it is running")
-        del state.scans[scan_id]
+        state.deleted[scan_id] = state.scans.pop(scan_id)
         return Response(status_code=200)
 
     return router
