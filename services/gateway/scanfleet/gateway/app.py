@@ -38,7 +38,7 @@ from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError, read_body
 from scanfleet.gateway.guard import Guard, raw_targets
 from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, transport_security
-from scanfleet.gateway.history_tools import history_router
+from scanfleet.gateway.history_tools import BODY_TYPES, history_router
 from scanfleet.gateway.queue_tools import queue_router
 from scanfleet.gateway.results import Results
 from scanfleet.gateway.results_tools import results_router
@@ -127,7 +127,8 @@ def document_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components(SubmitScan))
+            documented = openapi_components(SubmitScan, *BODY_TYPES)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(documented)
             app.openapi_schema = schema
         return app.openapi_schema
 

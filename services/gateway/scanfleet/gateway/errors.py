@@ -78,6 +78,13 @@ NEXT_STEPS: dict[str, str] = {
     "cannot_cancel": "The scan already ended or is ending; read get_scan_status.",
     "cannot_pause": "Only a running scan can be paused; read get_scan_status.",
     "cannot_resume": "Only a paused scan can be resumed; read get_scan_status.",
+    # Scan history
+    "schedule_not_found": "Check the schedule_id; list_schedules shows this client's schedules.",
+    "invalid_schedule": "Give either cron (5 fields) or an RFC 5545 rrule, and an IANA timezone (e.g. Europe/Paris).",
+    "not_rollable": "Only a cancelled or timed-out scan rolls over; use rescan to run a scan again.",
+    "no_host_status": "scanfleet has no per-host status for this scan; use rescan to scan all its targets again.",
+    "nothing_left": "Every host was scanned; read the results, or use rescan to scan again.",
+    "credentials_inline": "Submit the scan anew with credentials, or with a credential_ref so it can be repeated.",
     # Service
     "audit_unavailable": "Nothing was done; try again shortly.",
     "internal_error": "Try again; if it persists, report the time and tool to an operator.",

@@ -14,6 +14,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from scanfleet.common.messages import ScanAuth, ScanType
+from scanfleet.common.scan_diff import NotComparable
+from scanfleet.common.schedule_times import Missed
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 
@@ -353,6 +355,104 @@ class FindingDetail(Out, kw_only=True):
     findings: list[dict[str, Any]]
 
 
+# History ------------------------------------------------------------------------------------
+
+
+class ScheduleOut(Out, kw_only=True):
+    """A recurring scan: what it scans, when (``cron`` or ``rrule`` in ``timezone``), its next runs."""
+
+    schedule_id: str
+    owner: str
+    name: str
+    description: str = ""
+    targets: list[str]
+    scan_type: ScanType
+    pool: str | None = None
+    scanner_instance: str | None = None
+    credential_ref: str | None = None
+    cron: str | None = None
+    rrule: str | None = None
+    timezone: str
+    missed: Missed
+    auto_rollover: bool
+    paused: bool
+    created_at: str
+    updated_at: str
+    cursor: str | None = None
+    last_task_id: str | None = None
+    last_fired_at: str | None = None
+    last_refusal: str | None = None
+    fired: int
+    next_runs: list[str]
+
+
+class ScheduleList(Out, kw_only=True):
+    schedules: list[ScheduleOut]
+    count: int
+
+
+class ScheduleDeleted(Out, kw_only=True):
+    schedule_id: str
+    deleted: bool
+
+
+class ScanRequeued(ScanSubmitted, kw_only=True):
+    """A rescan or rollover: a new task, linked to the one it repeats."""
+
+    rescan_of: str | UnsetType = UNSET
+    rollover_of: str | UnsetType = UNSET
+
+
+class RunLine(Out, kw_only=True):
+    task_id: str
+    state: str
+    scan_type: ScanType
+    finished_at: str | None = None
+    hosts_scanned: int | UnsetType = UNSET
+    schedule_id: str | UnsetType = UNSET
+    rescan_of: str | UnsetType = UNSET
+    rollover_of: str | UnsetType = UNSET
+
+
+class ChangeCounts(Out, kw_only=True):
+    new: SeverityCountsOut
+    fixed: SeverityCountsOut
+    still_open: SeverityCountsOut
+    not_comparable: SeverityCountsOut
+
+
+class ChangeLine(Out, kw_only=True):
+    host: str
+    port: int
+    plugin_id: int
+    severity: int
+    plugin_name: str
+    fix: str | UnsetType = UNSET
+
+
+class ScanComparison(Out, kw_only=True):
+    """Two runs compared: counts first, then the top changes; never "fixed" where a login failed."""
+
+    base: RunLine
+    run: RunLine
+    counts: ChangeCounts
+    not_comparable_hosts: dict[str, NotComparable]
+    not_comparable_reason: dict[str, str]
+    top_new: list[ChangeLine]
+    top_fixed: list[ChangeLine]
+    top_still_open: list[ChangeLine]
+
+
+class PastRun(RunLine, kw_only=True):
+    severity_counts: SeverityCountsOut
+    auth_status: ScanAuth | None = None
+
+
+class ScanHistory(Out, kw_only=True):
+    targets: list[str]
+    runs: list[PastRun]
+
+
 SCHEMA_TYPES: tuple[type[Out], ...] = (
     ErrorResult,
     ScanSubmitted,
@@ -367,6 +467,12 @@ SCHEMA_TYPES: tuple[type[Out], ...] = (
     ScanResults,
     HostSummary,
     FindingDetail,
+    ScheduleOut,
+    ScheduleList,
+    ScheduleDeleted,
+    ScanRequeued,
+    ScanComparison,
+    ScanHistory,
 )
 
 
