@@ -3,6 +3,7 @@ annotations, input and output schemas) and from the error table, so the guide ca
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgspec
@@ -31,6 +32,22 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "resume_scan": {"task_id": "<task_id>"},
     "get_pool_status": {},
     "get_queue_status": {"limit": 5},
+    "schedule_scan": {
+        "targets": "10.0.0.0/28",
+        "name": "weekly web tier",
+        "rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=3;BYMINUTE=0",
+        "timezone": "Europe/Paris",
+        "scan_type": "authenticated",
+        "credential_ref": "linux-audit",
+    },
+    "list_schedules": {},
+    "delete_schedule": {"schedule_id": "<schedule_id>"},
+    "pause_schedule": {"schedule_id": "<schedule_id>"},
+    "resume_schedule": {"schedule_id": "<schedule_id>"},
+    "rescan": {"task_id": "<task_id>"},
+    "rollover_scan": {"task_id": "<task_id>"},
+    "compare_scans": {"base_task_id": "<last week's task_id>", "task_id": "<task_id>", "limit": 5},
+    "scan_history": {"targets": "10.0.0.0/28", "limit": 5},
 }
 """One call per tool, shown in the guide."""
 
@@ -68,7 +85,7 @@ def _hints(tool: Tool) -> str:
 
 def tool_section(tool: Tool) -> list[str]:
     lines = [f"### `{tool.name}` — {tool.title}", "", f"*{_hints(tool)}*", ""]
-    lines += [line.rstrip() for line in (tool.description or "").strip().splitlines()] + [""]
+    lines += [line.rstrip() for line in inspect.cleandoc(tool.description or "").splitlines()] + [""]
     example = msgspec.json.encode(EXAMPLES.get(tool.name, {})).decode()
     lines += [f"Example: `{example}`", ""]
     props: dict[str, Any] = tool.input_schema.get("properties", {})
