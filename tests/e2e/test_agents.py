@@ -50,9 +50,12 @@ READS = {
     "get_finding",
     "get_pool_status",
     "get_queue_status",
+    "list_schedules",
+    "compare_scans",
+    "scan_history",
 }
-CONTROLS = {"cancel_scan", "pause_scan", "resume_scan"}
-SCANS = {"run_untrusted_scan", "run_authenticated_scan"}
+CONTROLS = {"cancel_scan", "pause_scan", "resume_scan", "delete_schedule", "pause_schedule", "resume_schedule"}
+SCANS = {"run_untrusted_scan", "run_authenticated_scan", "schedule_scan", "rescan", "rollover_scan"}
 
 
 def text_bytes(result: CallToolResult) -> int:
@@ -253,6 +256,20 @@ async def test_openapi_documents_bodies_and_answers_from_the_same_types(stack: S
     assert submit["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SubmitScan"}
     assert submit["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScanSubmitted")
     assert doc["components"]["schemas"]["ScanStatus"] == schemas.openapi_components()["ScanStatus"]
+    schedule = doc["paths"]["/v1/schedules"]["post"]
+    assert schedule["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScheduleScan")
+    assert "ScheduleScan" in doc["components"]["schemas"]
+    answers = {
+        ("/v1/schedules", "get", "200"): "ScheduleList",
+        ("/v1/schedules/{schedule_id}", "delete", "200"): "ScheduleDeleted",
+        ("/v1/scans/{task_id}/rescan", "post", "202"): "ScanRequeued",
+        ("/v1/compare", "get", "200"): "ScanComparison",
+        ("/v1/history", "get", "200"): "ScanHistory",
+    }
+    for (path, method, status), name in answers.items():
+        answer = doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        assert answer["$ref"] == f"#/components/schemas/{name}", path
+        assert doc["components"]["schemas"][name] == schemas.openapi_components()[name]
     with rest(stack) as client:
         refused = client.post("/v1/scans", json={"targets": TARGETS, "name": "x", "password": "hunter2"})
     assert refused.status_code == 422 and "hunter2" not in refused.text and refused.json()["next_steps"]
