@@ -17,9 +17,10 @@ from nats.js.errors import APIError, NotFoundError
 from scanfleet.common import contract, expiry
 from scanfleet.common.logs import task_context
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.schedules import CLAIM_TIMEOUT
 from scanfleet.common.tasks import TaskNotFound
 from scanfleet.janitor.metrics import TTL_DELETIONS, count_ended
-from scanfleet.janitor.scheduler import Scheduler
+from scanfleet.janitor.scheduler import ClaimHeld, Scheduler
 
 log = logging.getLogger("scanfleet.janitor")
 
@@ -36,8 +37,14 @@ class Housekeeper:
             with task_context(record.task_id, record.trace_id):
                 if await expiry.arm(self.rt.js, record, self.rt.settings):
                     log.info("expiry armed for the %s task", record.state)
-                if self.scheduler is not None and await self.scheduler.rollover(record):
-                    log.info("rollover queued for the hosts the %s task did not reach", record.state)
+                try:
+                    if self.scheduler is not None and await self.scheduler.rollover(record):
+                        log.info("rollover queued for the hosts the %s task did not reach", record.state)
+                except ClaimHeld:
+                    # Redelivered once the holder's claim may be stale: taken over then if it crashed.
+                    log.info("rollover claimed by another janitor; looking again later")
+                    await msg.nak(delay=CLAIM_TIMEOUT.total_seconds())
+                    return
             count_ended(record, contract.kind_of_event(msg.subject) or "")
         await msg.ack()
 

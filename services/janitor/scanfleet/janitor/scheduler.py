@@ -27,6 +27,10 @@ from scanfleet.common.tasks import TaskRecord, TaskState
 log = logging.getLogger("scanfleet.janitor.scheduler")
 
 
+class ClaimHeld(Exception):
+    """Another janitor holds this work's claim unfinished; look again after ``CLAIM_TIMEOUT``."""
+
+
 class Scheduler:
     def __init__(self, rt: Runtime, directory: ClientDirectory | None = None, holder: str | None = None) -> None:
         self.rt = rt
@@ -76,15 +80,10 @@ class Scheduler:
             claimed_by=self.holder,
             claimed_at=now,
         )
-        existing = await self.store.claim(key, mine)
-        if existing is not None:
-            if existing.outcome != "claimed":
-                return None, True
-            taken = await self.store.take_over(key, self.holder, now)
-            if taken is None:
-                return None, False  # its holder is still at it (or another janitor took over)
-            mine = taken
-            log.info("taking over occurrence %s of schedule %s", key, schedule.schedule_id)
+        held, settled = await self._hold(key, mine, now)
+        if held is None:
+            return None, settled
+        mine = held
         spec = admit.OnBehalf(
             owner=schedule.owner,
             name=schedule.name,
@@ -116,16 +115,34 @@ class Scheduler:
         await self.store.update(schedule.key, record)
         return (mine.task_id if refusal is None else None), True
 
+    async def _hold(self, key: str, mine: Claim, now: datetime) -> tuple[Claim | None, bool]:
+        """The claim this janitor now holds: its own, or one a crashed janitor left unfinished
+        (taken over by CAS, with the task id it had chosen, so the work is never done twice).
+        Holding none: whether the work is settled, or only held by another janitor for now."""
+        existing = await self.store.claim(key, mine)
+        if existing is None:
+            return mine, False
+        if existing.outcome != "claimed":
+            return None, True
+        taken = await self.store.take_over(key, self.holder, now)
+        if taken is not None:
+            log.info("taking over claim %s (task %s) from %s", key, taken.task_id, existing.claimed_by)
+        return taken, False
+
     # Rollovers ----------------------------------------------------------------------------
 
-    async def rollover(self, record: TaskRecord) -> str | None:
-        """Queue the automatic rollover of a timed-out task for the hosts it did not reach, once."""
+    async def rollover(self, record: TaskRecord, now: datetime | None = None) -> str | None:
+        """Queue the automatic rollover of a timed-out task for the hosts it did not reach, once.
+
+        Raises ``ClaimHeld`` while another janitor holds the claim unfinished: the caller looks
+        again once that claim may be stale, so a crash between claim and queue loses nothing.
+        """
         if not (record.auto_rollover and record.state is TaskState.TIMEOUT and record.hosts_left):
             return None
         if record.rollover_of is not None or record.submitted_by is None:
             return None  # one generation: a rollover that times out again is left to its owner
         key = contract.rollover_claim_key(record.task_id)
-        now = utcnow()
+        now = now or utcnow()
         mine = Claim(
             schedule_id="rollover",
             occurrence=now,
@@ -133,8 +150,12 @@ class Scheduler:
             claimed_by=self.holder,
             claimed_at=now,
         )
-        if await self.store.claim(key, mine) is not None:
-            return None
+        held, settled = await self._hold(key, mine, now)
+        if held is None:
+            if settled:
+                return None
+            raise ClaimHeld(key)
+        mine = held
         spec = admit.OnBehalf(
             owner=record.submitted_by,
             name=f"{record.name} (rollover)"[:200],
