@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -264,3 +265,54 @@ def test_ssh_credential_payload_and_repr() -> None:
 def test_client_requires_some_auth() -> None:
     with pytest.raises(ValueError):
         NessusClient("http://nessus")
+
+
+async def test_export_of_an_earlier_run_by_history_id_holds_that_run(
+    client: NessusClient, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """pyTenable exports a past run with ``history_id``; it is not a test dependency here, so the
+    project's own client asks exactly as it does (a query parameter on the export request)."""
+    assert (await http.post("/_emulator/world", json={"reset": True, "seed": 3})).status_code == 200
+    scan_id = await client.create_scan("twice", "10.0.0.0/28")
+
+    async def run() -> None:
+        await client.launch(scan_id)
+        clock.advance(10.0)
+        assert (await client.scan_details(scan_id)).status == "completed"
+
+    def findings(data: bytes) -> set[tuple[str, int]]:
+        root = etree.fromstring(data)
+        return {
+            (str(host.get("name")), int(str(item.get("pluginID"))))
+            for host in root.iterfind("Report/ReportHost")
+            for item in host.iterfind("ReportItem")
+        }
+
+    def expected(truth: dict[str, Any]) -> set[tuple[str, int]]:
+        return {(h["name"], f["plugin_id"]) for h in truth["hosts"] for f in h["findings"]}
+
+    await run()
+    first = (await http.get(f"/_emulator/scans/{scan_id}/truth")).json()
+    alive = sorted(h["name"] for h in first["hosts"] if h["findings"])
+    assert len(alive) >= 2, first["hosts"]
+    patched, down = alive[0], alive[-1]
+    fixed = max(f["plugin_id"] for h in first["hosts"] if h["name"] == patched for f in h["findings"])
+    changes = [{"host": patched, "kind": "fixed", "plugin_id": fixed}, {"host": down, "kind": "down"}]
+    await http.post("/_emulator/world", json={"epoch": 2, "changes": {"2": changes}})
+    await run()
+    history = (await http.get(f"/scans/{scan_id}")).json()["history"]
+    assert len(history) == 2 and history[0]["history_id"] == first["history_id"]
+
+    handle = await client.export_request(scan_id, history_id=first["history_id"])
+    clock.advance(1.0)
+    assert await client.export_status(handle) == "ready"
+    earlier = findings(b"".join([c async for c in client.export_stream(handle)]))
+    latest_handle = await client.export_request(scan_id)
+    clock.advance(1.0)
+    assert await client.export_status(latest_handle) == "ready"
+    latest = findings(b"".join([c async for c in client.export_stream(latest_handle)]))
+
+    assert earlier == expected(first)
+    assert latest == expected((await http.get(f"/_emulator/scans/{scan_id}/truth")).json())
+    assert (patched, fixed) in earlier and (patched, fixed) not in latest
+    assert any(host == down for host, _ in earlier) and all(host != down for host, _ in latest)

@@ -504,8 +504,10 @@ class NessusClient:
             uuid=details.info.uuid,
         )
 
-    async def export_request(self, scan_id: int) -> ExportHandle:
-        response = await self._request("POST", f"/scans/{scan_id}/export", json={"format": "nessus"})
+    async def export_request(self, scan_id: int, history_id: int | None = None) -> ExportHandle:
+        """Export the scan's latest run, or the run ``history_id`` (a query parameter, as Nessus takes it)."""
+        params = {"history_id": history_id} if history_id is not None else None
+        response = await self._request("POST", f"/scans/{scan_id}/export", json={"format": "nessus"}, params=params)
         created = self._decode(response, _ExportCreated)
         return ExportHandle(scan_id=scan_id, file_id=created.file, token=created.token)
 
