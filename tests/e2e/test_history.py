@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,10 +14,15 @@ import msgspec
 import pytest
 
 from scanfleet.cli.stack import Stack, StackOptions
-from scanfleet.common import contract
+from scanfleet.common import audit, contract
+from scanfleet.common.clients import Role, find_client, load_clients, save_clients
 from scanfleet.common.schedules import Claim
+from scanfleet.common.scope import Scope
+from scanfleet.common.tasks import TaskRecord
 from scanfleet.emulator.plugins import OPTIONAL
+from scanfleet.gateway import schemas
 from tests.helpers import (
+    add_client,
     emulator_get,
     long_scan,
     mcp_client,
@@ -242,3 +248,110 @@ async def test_a_rollover_scans_exactly_the_hosts_a_stopped_scan_did_not_reach(s
         assert (await wait_terminal(stack, rolled["task_id"]))[-1] == "completed"
         again = await status_of(mcp, rolled["task_id"])
     assert sorted(h["name"] for h in truth_of(stack, again)["hosts"]) == sorted(left)
+
+
+async def task_record(stack: Stack, task_id: str) -> TaskRecord:
+    async with stack_js(stack) as js:
+        entry = await (await js.key_value(contract.TASKS_BUCKET)).get(task_id)
+        return msgspec.json.decode(entry.value or b"", type=TaskRecord)
+
+
+async def test_a_schedule_fires_no_scan_once_its_owner_is_disabled_or_rescoped_and_the_refusal_is_audited(
+    stack: Stack,
+) -> None:
+    since = datetime.now(UTC)
+    scope = Scope(targets=["10.85.0.0/24"])
+    tokens = {owner: add_client(stack.clients_file, owner, Role.AGENT, scope) for owner in ("rescoped", "disabled")}
+    schedule_ids = {}
+    for owner, token in tokens.items():
+        async with mcp_client(stack, token=token) as mcp:
+            every_5s = {"targets": "10.85.0.1", "name": f"{owner} nightly", "rrule": "FREQ=SECONDLY;INTERVAL=5"}
+            created = await mcp.call_tool("schedule_scan", every_5s)
+        assert created.structured_content == tool_json(created)
+        schedule_ids[owner] = msgspec.convert(tool_json(created), schemas.ScheduleOut).schedule_id
+    clients = load_clients(stack.clients_file)
+    find_client(clients, "rescoped").scope = Scope(targets=["10.86.0.0/24"])
+    find_client(clients, "disabled").disabled = True
+    save_clients(stack.clients_file, clients)
+
+    async with mcp_client(stack) as admin:
+
+        async def refused() -> dict[str, dict[str, Any]]:
+            listing = msgspec.convert(tool_json(await admin.call_tool("list_schedules", {})), schemas.ScheduleList)
+            mine = {s.owner: s for s in listing.schedules if s.schedule_id in schedule_ids.values()}
+            done = len(mine) == 2 and all(s.last_refusal for s in mine.values())
+            return {owner: msgspec.to_builtins(s) for owner, s in mine.items()} if done else {}
+
+        schedules = await until(refused, "both schedules refused when they fire", within=30, every=0.3)
+        for schedule_id in schedule_ids.values():
+            deleted = tool_json(await admin.call_tool("delete_schedule", {"schedule_id": schedule_id}))
+            assert msgspec.convert(deleted, schemas.ScheduleDeleted).deleted
+
+    assert schedules["rescoped"]["last_refusal"].startswith("target_out_of_scope")
+    assert schedules["disabled"]["last_refusal"].startswith("client_disabled")
+    assert all(s["fired"] == 0 and s["last_task_id"] is None for s in schedules.values())
+    async with stack_js(stack) as js:
+        records = [r for owner in tokens for r in await audit.read(js, audit.AuditQuery(client=owner, since=since))]
+    fired = [r for r in records if r.interface == "schedule"]
+    assert fired and all(r.decision == "deny" and r.action == "schedule_fire" for r in fired)
+    assert {(r.client, r.code) for r in fired} == {
+        ("rescoped", "target_out_of_scope"),
+        ("disabled", "client_disabled"),
+    }
+
+
+async def test_rescan_repeats_a_scan_and_history_and_compare_of_fifty_hosts_stay_small(stack: Stack) -> None:
+    emulator_post(stack, "/_emulator/world", {"reset": True, "seed": 11})
+    targets = "10.84.0.1-50"
+    async with mcp_client(stack) as mcp:
+        first = tool_json(
+            await mcp.call_tool(
+                "run_authenticated_scan", {"targets": targets, "name": "fifty hosts", "credential_ref": "lab"}
+            )
+        )["task_id"]
+        assert (await wait_terminal(stack, first, within=90))[-1] == "completed"
+        base_status = await status_of(mcp, first)
+        base_truth = truth_of(stack, base_status)
+        alive = sorted(h["name"] for h in base_truth["hosts"] if h["findings"])
+        assert len(alive) >= 10, "enough hosts answer to make the diff realistic"
+        fixed_on, login_fails_on, down = alive[:3]
+        fixed = max(f["plugin_id"] for h in base_truth["hosts"] if h["name"] == fixed_on for f in h["findings"])
+        changes = [
+            {"host": fixed_on, "kind": "fixed", "plugin_id": fixed},
+            {"host": login_fails_on, "kind": "login_fails"},
+            {"host": down, "kind": "down"},
+        ]
+        emulator_post(stack, "/_emulator/world", {"epoch": 2, "changes": {"2": changes}})
+
+        requeued = await mcp.call_tool("rescan", {"task_id": first})
+        again = msgspec.convert(tool_json(requeued), schemas.ScanRequeued)
+        assert requeued.structured_content == tool_json(requeued)
+        assert again.rescan_of == first and again.task_id != first
+        assert (await wait_terminal(stack, again.task_id, within=90))[-1] == "completed"
+        run_status = await status_of(mcp, again.task_id)
+        run_truth = truth_of(stack, run_status)
+
+        result = await mcp.call_tool("compare_scans", {"base_task_id": first, "task_id": again.task_id})
+        size = len(result.content[0].text)  # type: ignore[union-attr]
+        diff = msgspec.convert(tool_json(result), schemas.ScanComparison)
+        history = msgspec.convert(
+            tool_json(await mcp.call_tool("scan_history", {"targets": targets})), schemas.ScanHistory
+        )
+
+    original, repeated = await task_record(stack, first), await task_record(stack, again.task_id)
+    same = ("targets", "scan_type", "pool", "credential_ref")
+    assert [getattr(repeated, f) for f in same] == [getattr(original, f) for f in same]
+    assert repeated.credential_ref == "lab" and repeated.rescan_of == first
+
+    got = {change: sum(by_severity.values()) for change, by_severity in msgspec.to_builtins(diff.counts).items()}
+    assert got == expected_counts(base_truth, run_truth)
+    assert diff.not_comparable_hosts == {login_fails_on: "login_failed_in_run", down: "not_scanned_in_run"}
+    assert (fixed_on, fixed) in {(e.host, e.plugin_id) for e in diff.top_fixed}
+    print(f"\ncompare_scans over {len(alive)} answering hosts of 50: {size} bytes; counts {json.dumps(got)}")
+    assert size <= 6 * 1024
+
+    assert [r.task_id for r in history.runs[:2]] == [again.task_id, first]
+    for run, status in zip(history.runs[:2], (run_status, base_status), strict=True):
+        assert msgspec.to_builtins(run.severity_counts) == status["results_summary"]["severity_breakdown"]
+        assert run.hosts_scanned == status["results_summary"]["hosts_scanned"]
+    assert history.runs[0].rescan_of == first
