@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from scanfleet.common.bus import kv_get
 from scanfleet.common.contract import TERMINAL as TERMINAL
 from scanfleet.common.contract import TaskState as TaskState
-from scanfleet.common.messages import ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
+from scanfleet.common.messages import Priority, ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
@@ -125,6 +125,14 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     submitted_by: str | None = None
     cancelled_by: str | None = None
     paused_by: str | None = None
+    # Scheduling: priority asked for (within the client's scope), the client's share weight,
+    # and the scan window holding the task (queued: waiting for it; running: paused by it).
+    priority: Priority = "normal"
+    weight: float = 1.0
+    window: str | None = None
+    window_until: datetime | None = None
+    # Hosts a window stop left unscanned, for a rollover scan.
+    unscanned: list[str] = []
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})
@@ -144,6 +152,9 @@ RETRY_KEEPS = (
     "idempotency_key_hash",
     "created_at",
     "dispatch_attempts",
+    "submitted_by",
+    "priority",
+    "weight",
 )
 
 
@@ -270,4 +281,7 @@ def request_of(
         submitted_at=record.created_at,
         credential_ref=credential_ref,
         credentials=credentials,
+        submitted_by=record.submitted_by,
+        weight=record.weight,
+        priority=record.priority,
     )
