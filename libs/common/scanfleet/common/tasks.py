@@ -23,7 +23,8 @@ from scanfleet.common.messages import Priority, ResultsSummary, ScanRequest, Sca
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.QUEUED: frozenset({_S.DISPATCHED, _S.FAILED, _S.CANCELLED}),
-    _S.DISPATCHED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    # dispatched → queued: an agent hands a scan back before launching it (circuit open, window).
+    _S.DISPATCHED: frozenset({_S.QUEUED, _S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.RUNNING: frozenset({_S.EXPORTING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.EXPORTING: frozenset({_S.VALIDATING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.VALIDATING: frozenset({_S.COMPLETED, _S.FAILED}),

@@ -112,6 +112,12 @@ class ScanWindows:
             moment = hold.until
         return hold
 
+    def next_start(self, pool: str, targets: Iterable[str], at: datetime) -> datetime | None:
+        """The next time a blackout covering these targets begins (after ``at``)."""
+        intervals = intervals_of(targets)
+        starts = [b.next_start(at) for b in self.blackouts if b.covers(pool, intervals)]
+        return min(starts, default=None)
+
     def excluded(self, targets: Iterable[str]) -> tuple[str, Exclusion] | None:
         """The first target that touches a permanent exclusion, with the exclusion."""
         for text in targets:
