@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from mcp.server.mcpserver import Context, MCPServer
 
 from scanfleet.common.credentials import CredentialError, TargetCredential, parse
+from scanfleet.common.messages import Priority
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, SubmitScan
@@ -57,6 +58,7 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) 
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
         idempotency_key: str | None = None,
+        priority: Priority = "normal",
         *,
         ctx: Context[Any, Any],
     ) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def register_authenticated_scan(mcp: MCPServer, gateway: Gateway, guard: Guard) 
                 scan_type=scan_type,
                 credential_ref=credential_ref,
                 credentials=credentials,
+                priority=priority,
             )
             return await gateway.submit(caller, submit, guard.before_queue(caller, "run_authenticated_scan"))
 

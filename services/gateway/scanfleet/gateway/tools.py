@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
+from scanfleet.common.messages import Priority
 from scanfleet.common.tasks import TaskState
 from scanfleet.gateway.control_tools import register_control_tools
 from scanfleet.gateway.core import Gateway, SubmitScan
@@ -79,6 +80,7 @@ def register_scan_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
         idempotency_key: str | None = None,
+        priority: Priority = "normal",
         *,
         ctx: Context[Any, Any],
     ) -> dict[str, Any]:
@@ -87,6 +89,9 @@ def register_scan_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
         targets: IPs, CIDRs, ranges (10.0.0.1-20) or host names, comma separated; all must be in
         this client's scope. Returns task_id, trace_id and queue_position immediately; the scan runs
         in the background. Reusing an idempotency_key returns the original task instead of a duplicate.
+        Without scanner_pool the pool whose networks contain the targets is chosen. priority: high,
+        normal or low, up to this client's max_priority; if a scan window holds the targets the reply
+        says until when (scan_window, not_before).
         """
         submit = SubmitScan(
             targets=targets,
@@ -95,6 +100,7 @@ def register_scan_tools(mcp: MCPServer, gateway: Gateway, guard: Guard) -> None:
             scanner_pool=scanner_pool,
             scanner_instance=scanner_instance,
             idempotency_key=idempotency_key,
+            priority=priority,
         )
         return await guard.tool(
             ctx,
