@@ -149,7 +149,7 @@ async def test_a_blackout_pauses_the_running_scan_on_nessus_and_its_end_resumes_
 
         clock.advance(120)  # 12:01: inside the blackout
         record = await until(lambda: _paused(rt, "win-pause", True), "the blackout to pause the scan")
-        assert record.window == "prod-noon"
+        assert record is not None and record.window == "prod-noon"
         assert record.window_until == datetime(2026, 6, 1, 13, 0, tzinfo=UTC)
         assert emulator.status(scan, clock()) == "paused", "the emulator's own record: nothing runs in the blackout"
         for _ in range(5):
@@ -209,7 +209,7 @@ async def test_a_scan_dispatched_just_before_the_blackout_is_handed_back_not_lau
         slots, _ = await _slots(rt)
         assert "win-late" not in slots.tasks
         entry = await rt.js.get_last_msg(contract.REQUESTS_STREAM, contract.request_subject(POOL, "win-late"))
-        assert msgspec.json.decode(entry.data, type=ScanRequest).task_id == "win-late"
+        assert msgspec.json.decode(entry.data or b"", type=ScanRequest).task_id == "win-late"
 
 
 # The dispatcher: held at the window, fair between clients -----------------------------------
