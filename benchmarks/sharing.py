@@ -32,7 +32,7 @@ from scanfleet.common.clients import Client, Role, find_client, issue_token, loa
 from scanfleet.common.config import WindowConfig
 from scanfleet.common.messages import Priority, TaskEvent
 from scanfleet.common.windows import ScanWindows
-from scanfleet.dispatcher.routing import Candidate, Waiting, plan
+from scanfleet.dispatcher.routing import Candidate, Waiting, plan_shares
 
 POOL = "shared"
 SHARED = tuple(EmulatedScanner(POOL, f"s{i + 1}", 2) for i in range(4))
@@ -183,6 +183,7 @@ def ideal_starts(
     active = {s.id: 0 for s in fleet}
     running: list[tuple[float, str, str]] = []
     held: dict[str, int] = defaultdict(int)
+    served: dict[str, float] = {}
     starts: dict[str, float] = {}
     while pending or waiting or running:
         while pending and arrivals[pending[0]] <= clock:
@@ -194,12 +195,14 @@ def ideal_starts(
             Waiting(w.task_id, w.seq, client=w.client, priority=w.priority, waited=clock - arrivals[w.task_id])
             for w in waiting.values()
         ]
-        for decision in plan(current, snapshot, running=held, now=clock, aging=aging):
+        decisions, served = plan_shares(current, snapshot, running=held, served=served, now=clock, aging=aging)
+        for decision in decisions:
             w = waiting.pop(decision.task_id)
             starts[w.task_id] = clock
             active[decision.instance] += 1
             held[w.client] += 1
             heapq.heappush(running, (clock + scans[w.task_id].duration, decision.instance, w.task_id))
+        served = {c: v for c, v in served.items() if any(w.client == c for w in waiting.values())}
         next_arrival = arrivals[pending[0]] if pending else math.inf
         next_end = running[0][0] if running else math.inf
         if next_arrival == math.inf and next_end == math.inf:
@@ -272,13 +275,28 @@ def analyse_fairness(
     small = [n for n in scans if scans[n].client != "flooder"]
     start = max(known[n] for n in small)
     end = min(max(events.at(ids[n], "dispatched") or 0 for n in scans if scans[n].client == c) for c in clients[1:])
-    slot_time = dict.fromkeys(clients, 0.0)
-    for n, scan in scans.items():
-        began = events.at(ids[n], "dispatched") if n in ids else None
-        if began is None:
-            continue
-        finished = events.at(ids[n], "completed") or math.inf
-        slot_time[scan.client] += max(0.0, min(finished, end) - max(began, start))
+    # Scans are not pre-empted: the flood keeps the slots it held at the small submissions until
+    # those scans end. The steady window starts once the last of them has ended.
+    steady = max(
+        [start]
+        + [
+            events.at(ids[n], "completed") or math.inf
+            for n in scans
+            if scans[n].client == "flooder" and (events.at(ids[n], "dispatched") or math.inf) <= start
+        ]
+    )
+
+    def slot_time(lo: float, hi: float) -> dict[str, float]:
+        out = dict.fromkeys(clients, 0.0)
+        for n, scan in scans.items():
+            began = events.at(ids[n], "dispatched") if n in ids else None
+            if began is None:
+                continue
+            finished = events.at(ids[n], "completed") or math.inf
+            out[scan.client] += max(0.0, min(finished, hi) - max(began, lo))
+        return out
+
+    whole, settled = slot_time(start, end), slot_time(steady, end)
     ratios = [v["wait_over_ideal"] for v in per_client.values() if v["wait_over_ideal"] is not None]
     return {
         "benchmark": "scheduling/fairness",
@@ -286,8 +304,11 @@ def analyse_fairness(
         "small_clients": {c: per_client[c] for c in clients[1:]},
         "flood_submission_s": round(flood_done_at - t0, 1),
         "all_backlogged_window_s": round(end - start, 2),
-        "slot_time_in_window_s": {c: round(v, 2) for c, v in slot_time.items()},
-        "jain_index": round(jain(list(slot_time.values())), 4) if end > start else None,
+        "slot_time_in_window_s": {c: round(v, 2) for c, v in whole.items()},
+        "jain_index": round(jain(list(whole.values())), 4) if end > start else None,
+        "steady_window_s": round(end - steady, 2),
+        "slot_time_in_steady_window_s": {c: round(v, 2) for c, v in settled.items()},
+        "jain_index_steady": round(jain(list(settled.values())), 4) if end > steady else None,
         "wait_over_ideal_max": max(ratios) if ratios else None,
         "targets": {"waits_within_1_1x_of_ideal": bool(ratios) and max(ratios) <= 1.1},
     }

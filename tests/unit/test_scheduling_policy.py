@@ -12,7 +12,7 @@ from scanfleet.common.messages import PRIORITIES
 from scanfleet.common.scope import Interval, interval_of, merge, parse_ranges
 from scanfleet.common.targets import parse_target
 from scanfleet.common.windows import ScanWindows, compile_blackout
-from scanfleet.dispatcher.routing import Candidate, Waiting, effective_class, plan
+from scanfleet.dispatcher.routing import Candidate, Waiting, effective_class, plan, plan_shares
 from scanfleet.gateway.core import route_by_network
 
 AGING = 600.0
@@ -88,6 +88,7 @@ def test_priority_first_then_weighted_fair_share_then_fifo(snapshot: tuple) -> N
     waiting, scanners, running, weights = snapshot
     # Untargeted requests only: every one of them competes for the same slots.
     waiting = [Waiting(**{**w.__dict__, "instance": None}) for w in waiting]
+    # Only clients in the best class were served: a request of a worse class never went first.
     decisions = plan(waiting, scanners, running=running, now=10.0, aging=AGING)
     assigned = [next(w for w in waiting if w.task_id == d.task_id) for d in decisions]
     left = [w for w in waiting if w.task_id not in {d.task_id for d in decisions} and w.not_before <= 10.0]
@@ -108,15 +109,20 @@ def test_priority_first_then_weighted_fair_share_then_fifo(snapshot: tuple) -> N
             if other.client == w.client:
                 # a client's own requests of one class: first in, first out
                 assert w.seq < other.seq
-    # fair share: a client left waiting in the best waiting class is never further below its share
-    # than a client that was served in that class by more than one slot.
+    # fair share (start-time fair queueing): within the best waiting class, a client was served
+    # again only while its virtual time (starts / weight) was no later than that of every client
+    # left waiting.
     best = min(effective_class(w, AGING) for w in left)
-    served_in_best = [w for w in assigned if effective_class(w, AGING) == best]
-    for w in served_in_best:
-        last_share = (share[w.client] - 1) / weights[w.client]
+    count = dict.fromkeys(CLIENTS, 0)
+    for w in assigned:
+        count[w.client] += 1
+    for w in assigned:
+        if effective_class(w, AGING) != best:
+            continue
+        before_last = (count[w.client] - 1) / weights[w.client]
         for other in left:
             if effective_class(other, AGING) == best:
-                assert last_share <= share[other.client] / weights[other.client] + 1e-9
+                assert before_last <= count[other.client] / weights[other.client] + 1e-9
 
 
 @given(st.sampled_from(PRIORITIES), st.floats(0, 10_000))
@@ -152,6 +158,20 @@ def test_a_targeted_request_for_a_busy_scanner_blocks_nobody() -> None:
     scanners = [Candidate("busy", limit=1, active=1), Candidate("free", limit=1, active=0)]
     waiting = [Waiting("t1", 1, instance="busy", priority="high"), Waiting("t2", 2)]
     assert [d.task_id for d in plan(waiting, scanners)] == ["t2"]
+
+
+def test_a_newcomer_alternates_with_a_flood_even_on_a_single_slot() -> None:
+    """Virtual time, not slots held: with one slot the flood holds none when it frees, yet the
+    newcomer and the flood take turns instead of the flood winning every tie by age."""
+    flood = [Waiting(f"f{i}", i, client="flood") for i in range(10)]
+    mine = [Waiting(f"m{i}", 100 + i, client="mine") for i in range(3)]
+    waiting, served, order = [*flood, *mine], {"flood": 1.0}, []
+    for _ in range(6):
+        decisions, served = plan_shares(waiting, [Candidate("s", limit=1, active=0)], served=served)
+        order += [d.task_id for d in decisions]
+        waiting = [w for w in waiting if w.task_id not in order]
+        served = {c: v for c, v in served.items() if any(w.client == c for w in waiting)}
+    assert order == ["m0", "f0", "m1", "f1", "m2", "f2"]
 
 
 def test_weights_split_slots_in_proportion() -> None:

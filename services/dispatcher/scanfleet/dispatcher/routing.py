@@ -8,9 +8,11 @@ Rules:
   (d) a request held by a scan window (``not_before`` later than now) waits, blocking nobody;
   (e) who goes next: the best priority class first (``high`` > ``normal`` > ``low``; a request
       climbs one class per ``aging`` seconds waited, so low priority is never starved); within
-      a class the client with the fewest slots for its weight (running plus assigned in this
-      plan, divided by its weight): a weighted fair share, so a flood from one client holds
-      another client's request only until the next slot frees; ties go to the oldest request;
+      a class the client with the least service for its weight: start-time fair queueing,
+      each start costing ``1 / weight`` of a client's virtual time (``served``; a client that
+      was not waiting starts at the start tag of the least served waiting client's last start,
+      so idle time is not banked and a newcomer to a flood takes the next free slot), then
+      the fewest slots held for its weight, then the oldest request;
   (f) a client's own requests of one class keep their order: first in, first out.
 A request whose task already holds a slot (a crash between reserving and acking) goes
 back to that slot's scanner.
@@ -71,10 +73,24 @@ def plan(
     scanners: Sequence[Candidate],
     *,
     running: Mapping[str, int] | None = None,
+    served: Mapping[str, float] | None = None,
     now: float = 0.0,
     aging: float = DEFAULT_AGING,
 ) -> list[Decision]:
-    """``running`` counts the slots each client already holds in this pool."""
+    return plan_shares(waiting, scanners, running=running, served=served, now=now, aging=aging)[0]
+
+
+def plan_shares(
+    waiting: Sequence[Waiting],
+    scanners: Sequence[Candidate],
+    *,
+    running: Mapping[str, int] | None = None,
+    served: Mapping[str, float] | None = None,
+    now: float = 0.0,
+    aging: float = DEFAULT_AGING,
+) -> tuple[list[Decision], dict[str, float]]:
+    """The decisions, and each waiting client's virtual time after them (pass it back as
+    ``served`` next time). ``running`` counts the slots each client already holds in this pool."""
     active = {c.instance: c.active for c in scanners}
     last = {c.instance: c.last_assigned_at for c in scanners}
     by_name = {c.instance: c for c in scanners}
@@ -100,6 +116,10 @@ def plan(
     for queue in queues.values():
         queue.sort(key=lambda item: (item[0], item[1]))
     share = {client: float((running or {}).get(client, 0)) for client in queues}
+    # A newcomer starts at the start tag of the least served waiting client's last start.
+    known = [v - 1.0 / max(weights[c], 1e-9) for c, v in (served or {}).items() if c in queues]
+    floor = max(0.0, min(known, default=0.0))
+    vtime = {client: max(floor, (served or {}).get(client, floor)) for client in queues}
     position = dict.fromkeys(queues, 0)
 
     def head(client: str) -> tuple[int, int, Waiting] | None:
@@ -114,12 +134,13 @@ def plan(
         return queue[i] if i < len(queue) else None
 
     while free_total > 0:
-        best: tuple[tuple[int, float, int], str] | None = None
+        best: tuple[tuple[int, float, float, int], str] | None = None
         for client in queues:
             item = head(client)
             if item is None:
                 continue
-            rank = (item[0], share[client] / max(weights[client], 1e-9), item[1])
+            weight = max(weights[client], 1e-9)
+            rank = (item[0], vtime[client], share[client] / weight, item[1])
             if best is None or rank < best[0]:
                 best = (rank, client)
         if best is None:
@@ -137,5 +158,6 @@ def plan(
         last[choice] = tick
         free_total -= 1
         share[client] += 1.0
+        vtime[client] += 1.0 / max(weights[client], 1e-9)
         decisions.append(Decision(w.task_id, choice))
-    return decisions
+    return decisions, vtime

@@ -37,7 +37,7 @@ from scanfleet.common.tasks import IllegalTransition, TaskNotFound, TaskRecord, 
 from scanfleet.common.telemetry import consumer_span
 from scanfleet.common.windows import ScanWindows
 from scanfleet.dispatcher import metrics
-from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
+from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan_shares
 from scanfleet.dispatcher.stats import PoolStatsTracker
 
 log = logging.getLogger("scanfleet.dispatcher")
@@ -70,8 +70,10 @@ class PoolDispatcher:
         self.windows = windows
         self._windows_seen: ScanWindows | None = None
         self.waiting: dict[str, Held] = {}
-        # The submitting client of each request seen, so slots held count towards fair shares.
+        # The submitting client of each request seen, so slots held count towards fair shares,
+        # and each waiting client's virtual time (fair queueing; see routing rule (e)).
         self.clients: dict[str, str] = {}
+        self.served: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.woken_at: float | None = None
 
@@ -240,9 +242,17 @@ class PoolDispatcher:
         ]
         running = await self._running_clients(holders)
         per_scanner: dict[str, list[Decision]] = {}
-        decisions = plan(
-            waiting, candidates, running=running, now=now.timestamp(), aging=self.rt.settings.priority_aging
+        decisions, served = plan_shares(
+            waiting,
+            candidates,
+            running=running,
+            served=self.served,
+            now=now.timestamp(),
+            aging=self.rt.settings.priority_aging,
         )
+        started = {d.task_id for d in decisions}
+        still = {w.client for w in waiting if w.task_id not in started and w.held_by is None}
+        self.served = {c: v for c, v in served.items() if c in still}
         for decision in decisions:
             per_scanner.setdefault(decision.instance, []).append(decision)
 
