@@ -216,7 +216,7 @@ async def test_a_scan_dispatched_just_before_the_blackout_is_handed_back_not_lau
 
 
 @contextlib.asynccontextmanager
-async def dispatching(rt: Runtime, fleet: dict[str, Any]) -> AsyncIterator[None]:
+async def dispatching(rt: Runtime, fleet: dict[str, Any]) -> AsyncIterator[Dispatcher]:
     await sync_registry(rt.registry, rt.capacity, parse_fleet(fleet, source="test", env={}))
 
     async def heartbeat() -> None:
@@ -231,7 +231,7 @@ async def dispatching(rt: Runtime, fleet: dict[str, Any]) -> AsyncIterator[None]
     dispatcher = Dispatcher(rt, rt.settings, lead=False)
     tasks = [asyncio.create_task(heartbeat()), asyncio.create_task(dispatcher.run())]
     try:
-        yield
+        yield dispatcher
     finally:
         for task in tasks:
             task.cancel()
@@ -258,11 +258,12 @@ async def test_the_dispatcher_holds_a_request_at_the_window_and_starts_it_after(
 async def test_a_flood_from_one_client_does_not_delay_another_beyond_the_next_free_slot(
     rt: Runtime, clock: FakeClock
 ) -> None:
-    async with dispatching(rt, fleet_with_window(limit=2)):
+    async with dispatching(rt, fleet_with_window(limit=2)) as dispatcher:
         for i in range(20):
             await submit(rt, f"flood-{i:02}", ["10.8.0.1"], client="flooder")
         await until(lambda: _state_is(rt, "flood-01", TaskState.DISPATCHED), "the flood to fill the scanner")
         await submit(rt, "small", ["10.8.0.2"], client="other")
+        await until(lambda: _holds(dispatcher, "small"), "the dispatcher to hold the other client's request")
         slots, _ = await _slots(rt)
         assert sorted(slots.tasks) == ["flood-00", "flood-01"]
         await capacity.release(rt.capacity, KEY, "flood-00")  # one scan ends: the next free slot
@@ -272,6 +273,12 @@ async def test_a_flood_from_one_client_does_not_delay_another_beyond_the_next_fr
 
 async def _state_is(rt: Runtime, task_id: str, state: TaskState) -> bool:
     return await state_of(rt, task_id) is state
+
+
+async def _holds(dispatcher: Dispatcher, task_id: str) -> bool:
+    """The request was fetched and accepted (a fetch returns its batch up to a second late)."""
+    pool = dispatcher.dispatchers.get(POOL)
+    return pool is not None and task_id in pool.waiting
 
 
 async def _paused(rt: Runtime, task_id: str, paused: bool) -> TaskRecord | None:
