@@ -7,14 +7,15 @@ slot, ahead of A's waiting scans.
 
 from __future__ import annotations
 
-from datetime import datetime
-
+import msgspec
 import pytest
 
 from scanfleet.cli.stack import Stack
+from scanfleet.common import contract
 from scanfleet.common.clients import Role
 from scanfleet.common.scope import Scope
-from tests.helpers import add_client, arest, long_scan, wait_terminal
+from scanfleet.common.tasks import TaskRecord
+from tests.helpers import add_client, arest, long_scan, stack_js, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -33,20 +34,24 @@ async def test_a_flood_from_one_agent_does_not_delay_another_agents_scan(stack: 
                 "/v1/scans",
                 json={"targets": f"10.80.0.{i + 1}", "name": f"flood {i}", "description": long_scan(1.5)},
             )
-            assert response.status_code == 200, response.text
+            assert response.status_code == 202, response.text
             flood.append(response.json()["task_id"])
         response = await b.post("/v1/scans", json={"targets": "10.80.1.1", "name": "mine", "description": long_scan(1)})
-        assert response.status_code == 200, response.text
+        assert response.status_code == 202, response.text
         mine = response.json()["task_id"]
         assert response.json()["scanner_pool"] == "dmz"
 
         assert (await wait_terminal(stack, mine, within=90))[-1] == "completed"
         for task_id in flood:
             assert (await wait_terminal(stack, task_id, within=120))[-1] == "completed"
-        started = {}
+    started = {}
+    async with stack_js(stack) as js:
+        tasks = await js.key_value(contract.TASKS_BUCKET)
         for task_id in [*flood, mine]:
-            record = (await (a if task_id in flood else b).get(f"/v1/scans/{task_id}")).json()
-            started[task_id] = datetime.fromisoformat(record["dispatched_at"])
+            entry = await tasks.get(task_id)
+            record = msgspec.json.decode(entry.value or b"", type=TaskRecord)
+            assert record.dispatched_at is not None
+            started[task_id] = record.dispatched_at
     overtook = [t for t in flood if started[t] > started[mine]]
     # At most the flood's first scan (running, or planned as B arrived) and one more went first.
     assert len(overtook) >= len(flood) - 2, f"the other agent's scan waited behind the flood: {started}"
