@@ -44,7 +44,7 @@ def test_windows_ranges_and_exclusions_reach_the_published_rules() -> None:
         (fleet(windows=[{"name": "w", "cron": "0 9 * * *"}]), "windows[0]: duration_minutes: required"),
         (
             fleet(windows=[{"name": "w", "cron": "0 9 * * *", "duration_minutes": 5, "timezone": "Mars/Base"}]),
-            "timezone",
+            "windows[0]: timezone",
         ),
         (
             fleet(pool={"windows": [{"name": "w", "days": ["someday"], "start": "1:00", "end": "2:00"}]}),
