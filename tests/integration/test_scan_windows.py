@@ -132,9 +132,12 @@ async def dispatched(rt: Runtime, task_id: str) -> Assignment:
     )
 
 
-def lifecycle(rt: Runtime, client: NessusClient, assignment: Assignment) -> Lifecycle:
+def lifecycle(
+    rt: Runtime, client: NessusClient, assignment: Assignment, breaker: CircuitBreaker | None = None
+) -> Lifecycle:
     resolver = CredentialResolver(None, CredentialStore(None))
-    return Lifecycle(rt, client, assignment, agent_id="agent-a", credentials=resolver, breaker=CircuitBreaker())
+    breaker = breaker or CircuitBreaker()
+    return Lifecycle(rt, client, assignment, agent_id="agent-a", credentials=resolver, breaker=breaker)
 
 
 async def test_a_blackout_pauses_the_running_scan_on_nessus_and_its_end_resumes_it(
@@ -210,6 +213,23 @@ async def test_a_scan_dispatched_just_before_the_blackout_is_handed_back_not_lau
         assert "win-late" not in slots.tasks
         entry = await rt.js.get_last_msg(contract.REQUESTS_STREAM, contract.request_subject(POOL, "win-late"))
         assert msgspec.json.decode(entry.data or b"", type=ScanRequest).task_id == "win-late"
+
+
+async def test_a_scan_assigned_as_its_scanners_circuit_opens_goes_back_to_the_queue(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    clock.advance(3 * 3600)  # 14:59, no window in force
+    await sync_registry(rt.registry, rt.capacity, parse_fleet(fleet_with_window(), source="test", env={}))
+    async with emulated(clock) as (emulator, client):
+        assignment = await dispatched(rt, "circuit")
+        breaker = CircuitBreaker(clock=clock)
+        breaker.opened_at = clock()  # opened just as the assignment arrived
+        await lifecycle(rt, client, assignment, breaker).run()
+        record = await rt.tasks.get("circuit")
+        assert record is not None and record.state is TaskState.QUEUED and record.error is None
+        assert not emulator.scans
+        slots, _ = await _slots(rt)
+        assert "circuit" not in slots.tasks
 
 
 # The dispatcher: held at the window, fair between clients -----------------------------------

@@ -230,18 +230,21 @@ class Lifecycle:
                 await self._republish(record)  # handed back, then interrupted before the request went
                 return
             created = False
+            # Handed back only while surely never launched: before any scan exists, or right
+            # after this run created it (a rerun may find a launch whose transition was lost).
             try:
-                if record.state is TaskState.DISPATCHED:
-                    await self._launchable(record)
                 if record.nessus_scan_id is None:
+                    if record.state is TaskState.DISPATCHED:
+                        await self._launchable(record)
                     record, created = await self._create(record)
-                if record.state is TaskState.DISPATCHED:
+                if created and record.state is TaskState.DISPATCHED:
                     await self._launchable(record)
             except HandBack as back:
                 await self._hand_back(str(back))
                 return
             except PermanentFailure as exc:
-                if exc.reason != "scanner_unreachable" or self.breaker.state == "closed":
+                unlaunched = record.nessus_scan_id is None or created
+                if exc.reason != "scanner_unreachable" or self.breaker.state == "closed" or not unlaunched:
                     raise
                 await self._hand_back(f"the circuit of {self.slot} opened before launch ({exc})")
                 return
