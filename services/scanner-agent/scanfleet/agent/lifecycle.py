@@ -510,6 +510,8 @@ class Lifecycle:
             await self._retry(lambda: action(scan_id), "pause" if pausing else "resume", NessusConflict)
         except NessusConflict as exc:
             log.info("scan %s: %s refused by Nessus (%s)", scan_id, action.__name__, exc)
+            if pausing and not record.pause_requested:
+                return record  # a window met a scan that is no longer running (it just completed)
         now = utcnow()
 
         def apply(r: TaskRecord) -> None:
