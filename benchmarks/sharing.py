@@ -193,7 +193,7 @@ def ideal_starts(
             waiting[t] = Waiting(t, seq[t], client=scan.client, priority=scan.priority)
         snapshot = [Candidate(s.id, s.max_concurrent_scans, active[s.id]) for s in fleet]
         current = [
-            Waiting(w.task_id, w.seq, client=w.client, priority=w.priority, waited=clock - arrivals[w.task_id])
+            Waiting(w.task_id, w.seq, client=w.client, priority=w.priority, submitted=arrivals[w.task_id])
             for w in waiting.values()
         ]
         decisions, served = plan_shares(current, snapshot, running=held, served=served, now=clock, aging=aging)

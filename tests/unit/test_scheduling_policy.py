@@ -39,7 +39,7 @@ def snapshots(draw: st.DrawFn) -> tuple[list[Waiting], list[Candidate], dict[str
                 client=client,
                 priority=draw(st.sampled_from(PRIORITIES)),
                 weight=weights[client],
-                waited=draw(st.sampled_from([0.0, 100.0, 700.0, 1300.0])),
+                submitted=10.0 - draw(st.sampled_from([0.0, 100.0, 700.0, 1300.0])),
                 not_before=draw(st.sampled_from([0.0, 0.0, 0.0, 50.0])),
             )
         )
@@ -96,15 +96,15 @@ def test_priority_first_then_weighted_fair_share_then_fifo(snapshot: tuple) -> N
         return
     share = {c: float(running[c]) for c in CLIENTS}
     for w in assigned:
-        cls = effective_class(w, AGING)
+        cls = effective_class(w, AGING, 10.0)
         for other in left:
-            other_cls = effective_class(other, AGING)
+            other_cls = effective_class(other, AGING, 10.0)
             # priority: nothing worse went while something better waits
             assert cls <= other_cls
         share[w.client] += 1
     for w in assigned:
         for other in left:
-            if effective_class(other, AGING) != effective_class(w, AGING):
+            if effective_class(other, AGING, 10.0) != effective_class(w, AGING, 10.0):
                 continue
             if other.client == w.client:
                 # a client's own requests of one class: first in, first out
@@ -112,31 +112,31 @@ def test_priority_first_then_weighted_fair_share_then_fifo(snapshot: tuple) -> N
     # fair share (start-time fair queueing): within the best waiting class, a client was served
     # again only while its virtual time (starts / weight) was no later than that of every client
     # left waiting.
-    best = min(effective_class(w, AGING) for w in left)
+    best = min(effective_class(w, AGING, 10.0) for w in left)
     count = dict.fromkeys(CLIENTS, 0)
     for w in assigned:
         count[w.client] += 1
     for w in assigned:
-        if effective_class(w, AGING) != best:
+        if effective_class(w, AGING, 10.0) != best:
             continue
         before_last = (count[w.client] - 1) / weights[w.client]
         for other in left:
-            if effective_class(other, AGING) == best:
+            if effective_class(other, AGING, 10.0) == best:
                 assert before_last <= count[other.client] / weights[other.client] + 1e-9
 
 
 @given(st.sampled_from(PRIORITIES), st.floats(0, 10_000))
 def test_aging_lifts_one_class_per_period_and_never_past_high(priority: str, waited: float) -> None:
-    w = Waiting("t", 1, priority=priority, waited=waited)  # type: ignore[arg-type]
-    cls = effective_class(w, AGING)
+    w = Waiting("t", 1, priority=priority, submitted=-waited)  # type: ignore[arg-type]
+    cls = effective_class(w, AGING, 0.0)
     assert cls == max(0, PRIORITIES.index(w.priority) - int(waited // AGING))
     assert 0 <= cls <= PRIORITIES.index(w.priority)
 
 
 def test_low_priority_that_waited_long_enough_goes_before_fresh_high_priority_work() -> None:
-    old_low = Waiting("old", 1, client="a", priority="low", waited=2 * AGING)
-    new_high = Waiting("new", 2, client="b", priority="high", waited=0.0)
-    decisions = plan([new_high, old_low], [Candidate("s", limit=1, active=0)], aging=AGING)
+    old_low = Waiting("old", 1, client="a", priority="low", submitted=0.0)
+    new_high = Waiting("new", 2, client="b", priority="high", submitted=2 * AGING)
+    decisions = plan([new_high, old_low], [Candidate("s", limit=1, active=0)], now=2 * AGING, aging=AGING)
     assert [d.task_id for d in decisions] == ["old"]
 
 

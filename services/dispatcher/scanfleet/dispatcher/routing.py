@@ -22,12 +22,14 @@ Without priorities, weights, windows or a second client this is first in, first 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scanfleet.common.messages import PRIORITIES, Priority
 
 DEFAULT_AGING = 600.0
+RANK = {p: i for i, p in enumerate(PRIORITIES)}
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class Waiting:
     client: str = ""
     priority: Priority = "normal"
     weight: float = 1.0
-    # Seconds since submission (aging) and the time a scan window lets it start (epoch s).
-    waited: float = 0.0
+    # When it was submitted (aging) and when a scan window lets it start (epoch seconds).
+    submitted: float = 0.0
     not_before: float = 0.0
 
 
@@ -60,12 +62,12 @@ class Decision:
     already_reserved: bool = False
 
 
-def effective_class(w: Waiting, aging: float) -> int:
+def effective_class(w: Waiting, aging: float, now: float) -> int:
     """0 is high; waiting ``aging`` seconds lifts a request one class."""
-    base = PRIORITIES.index(w.priority)
-    if aging <= 0:
+    base = RANK[w.priority]
+    if aging <= 0 or base == 0:
         return base
-    return max(0, base - int(w.waited // aging))
+    return max(0, base - int(max(0.0, now - w.submitted) // aging))
 
 
 def plan(
@@ -95,43 +97,46 @@ def plan_shares(
     last = {c.instance: c.last_assigned_at for c in scanners}
     by_name = {c.instance: c for c in scanners}
     free_total = sum(max(0, c.limit - c.active) for c in scanners if c.usable)
-    decisions: list[Decision] = []
     tick = max(last.values(), default=0.0)
 
     def free(name: str) -> bool:
         c = by_name[name]
         return c.usable and active[name] < c.limit
 
+    held = sorted((w for w in waiting if w.held_by is not None and w.held_by in by_name), key=lambda w: w.seq)
+    decisions = [Decision(w.task_id, w.held_by, already_reserved=True) for w in held if w.held_by is not None]
+    if free_total <= 0:  # the common case while a pool is full: nothing to order
+        clients = {w.client for w in waiting}
+        return decisions, {c: v for c, v in (served or {}).items() if c in clients}
+    # Per client, its requests as a heap in (class, seq) order: a plan takes only a few of them.
     queues: dict[str, list[tuple[int, int, Waiting]]] = {}
     weights: dict[str, float] = {}
-    for w in sorted(waiting, key=lambda w: w.seq):
-        if w.held_by is not None:
-            if w.held_by in by_name:
-                decisions.append(Decision(w.task_id, w.held_by, already_reserved=True))
+    for w in waiting:
+        if w.held_by is not None or w.not_before > now:
             continue
-        if w.not_before > now:
-            continue
-        queues.setdefault(w.client, []).append((effective_class(w, aging), w.seq, w))
-        weights[w.client] = max(weights.get(w.client, 0.0), w.weight)
+        queue = queues.get(w.client)
+        if queue is None:
+            queue = queues[w.client] = []
+            weights[w.client] = w.weight
+        queue.append((effective_class(w, aging, now) if w.priority != "high" else 0, w.seq, w))
     for queue in queues.values():
-        queue.sort(key=lambda item: (item[0], item[1]))
+        heapq.heapify(queue)
     share = {client: float((running or {}).get(client, 0)) for client in queues}
     # A newcomer starts at the start tag of the least served waiting client's last start.
     known = [v - 1.0 / max(weights[c], 1e-9) for c, v in (served or {}).items() if c in queues]
     floor = max(0.0, min(known, default=0.0))
     vtime = {client: max(floor, (served or {}).get(client, floor)) for client in queues}
-    position = dict.fromkeys(queues, 0)
 
     def head(client: str) -> tuple[int, int, Waiting] | None:
-        """The client's first request that could start now (targeted ones at a busy scanner skipped)."""
-        queue, i = queues[client], position[client]
-        while i < len(queue):
-            w = queue[i][2]
+        """The client's first request that could start now (targeted ones at a busy scanner
+        dropped from this plan: their scanner only gets busier)."""
+        queue = queues[client]
+        while queue:
+            w = queue[0][2]
             if w.instance is None or (w.instance in by_name and free(w.instance)):
-                break
-            i += 1
-        position[client] = i
-        return queue[i] if i < len(queue) else None
+                return queue[0]
+            heapq.heappop(queue)
+        return None
 
     while free_total > 0:
         best: tuple[tuple[int, float, float, int], str] | None = None
@@ -146,8 +151,7 @@ def plan_shares(
         if best is None:
             break
         client = best[1]
-        w = queues[client][position[client]][2]
-        position[client] += 1
+        w = heapq.heappop(queues[client])[2]
         if w.instance is not None:
             choice = w.instance
         else:

@@ -58,6 +58,26 @@ class Held:
     not_before: float = 0.0
     recheck_at: float = 0.0
 
+    planned: Waiting | None = None
+
+    def waiting(self, task_id: str, held_by: str | None, not_before: float) -> Waiting:
+        """What the policy sees of this request, built once unless its slot or window changed."""
+        w = self.planned
+        if w is None or w.held_by != held_by or w.not_before != not_before:
+            request = self.request
+            w = self.planned = Waiting(
+                task_id=task_id,
+                seq=self.seq,
+                instance=request.scanner_instance,
+                held_by=held_by,
+                client=request.submitted_by or "",
+                priority=request.priority,
+                weight=request.weight,
+                submitted=request.submitted_at.timestamp(),
+                not_before=not_before,
+            )
+        return w
+
 
 class PoolDispatcher:
     def __init__(
@@ -213,8 +233,9 @@ class PoolDispatcher:
             records = await asyncio.gather(*(self.rt.tasks.get(t) for t in unknown))
             for task_id, record in zip(unknown, records, strict=True):
                 self.clients[task_id] = (record.submitted_by if record else None) or ""
-        for task_id in [t for t in self.clients if t not in holders and t not in self.waiting]:
-            del self.clients[task_id]
+        if len(self.clients) > 2 * (len(holders) + len(self.waiting)) + 64:
+            for task_id in [t for t in self.clients if t not in holders and t not in self.waiting]:
+                del self.clients[task_id]
         running: dict[str, int] = {}
         for task_id in holders:
             client = self.clients[task_id]
@@ -226,20 +247,7 @@ class PoolDispatcher:
         decisions in order (so they do not race each other for the same slot record)."""
         candidates, holders = self._candidates()
         now = self.rt.now()
-        waiting = [
-            Waiting(
-                task_id=t,
-                seq=h.seq,
-                instance=h.request.scanner_instance,
-                held_by=holders.get(t),
-                client=h.request.submitted_by or "",
-                priority=h.request.priority,
-                weight=h.request.weight,
-                waited=max(0.0, (now - h.request.submitted_at).total_seconds()),
-                not_before=self._not_before(h, now),
-            )
-            for t, h in self.waiting.items()
-        ]
+        waiting = [h.waiting(t, holders.get(t), self._not_before(h, now)) for t, h in self.waiting.items()]
         running = await self._running_clients(holders)
         per_scanner: dict[str, list[Decision]] = {}
         decisions, served = plan_shares(
