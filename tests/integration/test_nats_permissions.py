@@ -200,7 +200,6 @@ async def test_a_scan_flows_through_every_user_within_its_rights(provisioned: Na
 # Everything else is refused -----------------------------------------------------------------
 
 FORBIDDEN_PUBLISH = [
-    ("agent", contract.request_subject("default", "t1")),
     ("agent", f"$JS.API.STREAM.DELETE.KV_{contract.TASKS_BUCKET}"),
     ("agent", f"$JS.API.STREAM.DELETE.{contract.REQUESTS_STREAM}"),
     ("agent", f"$JS.API.STREAM.PURGE.{contract.ASSIGNMENTS_STREAM}"),

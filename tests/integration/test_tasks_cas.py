@@ -25,6 +25,7 @@ LEGAL = {
     ("queued", "dispatched"),
     ("queued", "failed"),
     ("queued", "cancelled"),
+    ("dispatched", "queued"),  # handed back by the agent before launch
     ("dispatched", "running"),
     ("dispatched", "failed"),
     ("dispatched", "cancelled"),

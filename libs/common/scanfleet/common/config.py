@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,16 @@ import msgspec
 import yaml
 
 from scanfleet.common.contract import DISPATCH_ACK_WAIT, NAME_RE, Topology, instance_key
+from scanfleet.common.scope import Interval, merge, parse_ranges
+from scanfleet.common.windows import (
+    Blackout,
+    Exclusion,
+    OnRunning,
+    ScanWindows,
+    compile_blackout,
+    weekly_cron,
+    weekly_minutes,
+)
 
 
 class ConfigError(ValueError):
@@ -43,6 +53,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     dispatcher_lease: bool = True
     dispatcher_lease_ttl: float = 10.0
     dispatch_ack_wait: float = 30.0
+    # Scheduling: seconds a waiting request takes to climb one priority class (low → normal →
+    # high), so low priority is never starved for ever.
+    priority_aging: float = 600.0
     # Scanner agent: per-state deadlines (seconds), retries and the per-scanner circuit breaker.
     pending_timeout: float = 3600.0
     running_timeout: float = 86400.0
@@ -141,15 +154,90 @@ class ScannerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     labels: dict[str, str] = {}
 
 
+class WindowConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A recurring blackout: ``cron`` + ``duration_minutes``, or ``days`` + ``start`` + ``end`` (weekly)."""
+
+    name: str
+    timezone: str = "UTC"
+    cron: str | None = None
+    duration_minutes: float | None = None
+    days: list[str] = []
+    start: str | None = None
+    end: str | None = None
+    targets: list[str] = []
+    on_running: OnRunning = "pause"
+
+    def compile(self, pool: str | None) -> Blackout:
+        if self.cron is not None:
+            if self.start is not None or self.end is not None or self.days:
+                raise ValueError("give either cron and duration_minutes, or days, start and end")
+            if self.duration_minutes is None:
+                raise ValueError("duration_minutes: required with cron")
+            cron, minutes = self.cron, self.duration_minutes
+        else:
+            if self.start is None or self.end is None:
+                raise ValueError("give either cron and duration_minutes, or days, start and end")
+            cron, minutes = weekly_cron(self.days, self.start), weekly_minutes(self.start, self.end)
+        return compile_blackout(
+            name=self.name,
+            cron=cron,
+            duration_minutes=minutes,
+            timezone=self.timezone,
+            targets=self.targets,
+            pool=pool,
+            on_running=self.on_running,
+        )
+
+
+class ExclusionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    targets: list[str]
+    reason: str
+
+
 class PoolConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     scanners: list[ScannerConfig]
     description: str = ""
+    # The networks this pool's scanners reach (empty: not declared, reaches whatever it is sent).
+    ranges: list[str] = []
+    windows: list[WindowConfig] = []
+
+
+class SchedulingRules(msgspec.Struct, kw_only=True, frozen=True):
+    """What routing and windows need of ``scanners.yaml``; published in the registry's fleet meta
+    so the gateway, the dispatcher and the agents judge by the same rules after a reload."""
+
+    ranges: dict[str, list[str]] = {}
+    windows: list[WindowConfig] = []
+    pool_windows: dict[str, list[WindowConfig]] = {}
+    exclusions: list[ExclusionConfig] = []
+
+    def scan_windows(self) -> ScanWindows:
+        blackouts = [w.compile(None) for w in self.windows]
+        blackouts += [w.compile(pool) for pool, ws in sorted(self.pool_windows.items()) for w in ws]
+        exclusions = [
+            Exclusion(tuple(parse_ranges(e.targets, what="exclusions.targets")), e.reason) for e in self.exclusions
+        ]
+        return ScanWindows(tuple(blackouts), tuple(exclusions))
+
+    def pool_ranges(self) -> dict[str, list[Interval]]:
+        return {pool: merge(parse_ranges(r, what=f"pools.{pool}.ranges")) for pool, r in self.ranges.items() if r}
 
 
 class FleetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     version: int = 1
     default_pool: str | None = None
     pools: dict[str, PoolConfig]
+    # Recurring blackouts over target ranges in every pool, and targets never to be scanned.
+    windows: list[WindowConfig] = []
+    exclusions: list[ExclusionConfig] = []
+
+    def rules(self) -> SchedulingRules:
+        return SchedulingRules(
+            ranges={pool: list(cfg.ranges) for pool, cfg in self.pools.items() if cfg.ranges},
+            windows=list(self.windows),
+            pool_windows={pool: list(cfg.windows) for pool, cfg in self.pools.items() if cfg.windows},
+            exclusions=list(self.exclusions),
+        )
 
     def instances(self) -> list[tuple[str, ScannerConfig]]:
         return [(pool, s) for pool, cfg in self.pools.items() for s in cfg.scanners]
@@ -267,8 +355,30 @@ def _check(fleet: FleetConfig, source: str) -> None:
                 fail(f"{at}.auth", "username and password must both be set")
             if scanner.ca_bundle is not None and not scanner.tls_verify:
                 fail(f"{at}.ca_bundle", "a CA bundle makes no sense with tls_verify: false")
+        try:
+            parse_ranges(pool_cfg.ranges, what="ranges")
+        except ValueError as exc:
+            fail(where, str(exc))
+        for i, window in enumerate(pool_cfg.windows):
+            _check_window(window, f"{where}.windows[{i}]", fail)
+    for i, window in enumerate(fleet.windows):
+        _check_window(window, f"windows[{i}]", fail)
+    for i, exclusion in enumerate(fleet.exclusions):
+        try:
+            parse_ranges(exclusion.targets, what="targets")
+        except ValueError as exc:
+            fail(f"exclusions[{i}]", str(exc))
+        if not exclusion.reason.strip():
+            fail(f"exclusions[{i}].reason", "say why these targets are never scanned")
     if fleet.default_pool is not None and fleet.default_pool not in fleet.pools:
         fail("default_pool", f"{fleet.default_pool!r} is not one of the pools {sorted(fleet.pools)}")
+
+
+def _check_window(window: WindowConfig, where: str, fail: Callable[[str, str], None]) -> None:
+    try:
+        window.compile(None)
+    except ValueError as exc:
+        fail(where, str(exc))
 
 
 def load_fleet(path: str | Path, env: Mapping[str, str] | None = None) -> FleetConfig:

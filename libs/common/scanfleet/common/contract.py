@@ -209,6 +209,12 @@ def request_msg_id(task_id: str, retries: int = 0) -> str:
     return task_id if retries == 0 else f"{task_id}-retry{retries}"
 
 
+def returned_msg_id(task_id: str, retries: int, dispatch_attempt: int) -> str:
+    """A request an agent handed back before launch: one per dispatch attempt, never deduplicated
+    against the first request of the same try."""
+    return f"{request_msg_id(task_id, retries)}-returned{dispatch_attempt}"
+
+
 def assignment_msg_id(task_id: str, dispatch_attempt: int) -> str:
     return f"assign:{task_id}:{dispatch_attempt}"
 

@@ -20,6 +20,9 @@ Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITY_NAMES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 AuthVerdict = Literal["success", "failed", "partial", "not_attempted", "not_evaluable"]
 ScanAuth = Literal["not_applicable", "success", "partial", "failed"]
+Priority = Literal["high", "normal", "low"]
+# Highest first: a priority's index is its class (0 = high), the order aging climbs.
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 
 def utcnow() -> datetime:
@@ -50,6 +53,11 @@ class ScanRequest(Message, kw_only=True):
     credential_ref: str | None = None
     credentials: SealedCredentials | None = None
     submitted_at: datetime
+    # Fair share and priority: the submitting client, its share weight (from its scope at
+    # submission) and the priority it asked for (capped by its scope).
+    submitted_by: str | None = None
+    weight: float = 1.0
+    priority: Priority = "normal"
 
 
 class Assignment(Message, kw_only=True):

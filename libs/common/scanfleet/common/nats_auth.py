@@ -175,6 +175,7 @@ def _publish(user: str) -> list[str]:
         ]
     if user == "agent":
         return [
+            REQUEST_SUBJECTS,  # a scan handed back to the queue before launch (circuit open, window)
             EVENT_SUBJECTS,
             DLQ_SUBJECTS,
             *_durable(c.ASSIGNMENTS_STREAM),

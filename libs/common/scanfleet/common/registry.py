@@ -11,7 +11,7 @@ from nats.js.kv import KeyValue
 
 from scanfleet.common import capacity
 from scanfleet.common.bus import kv_get, kv_items
-from scanfleet.common.config import FleetConfig
+from scanfleet.common.config import FleetConfig, SchedulingRules
 from scanfleet.common.contract import instance_key
 from scanfleet.common.messages import Heartbeat, utcnow
 
@@ -32,6 +32,7 @@ class ScannerEntry(msgspec.Struct, kw_only=True):
 class FleetMeta(msgspec.Struct, kw_only=True):
     default_pool: str | None
     pools: list[str]
+    rules: SchedulingRules = msgspec.field(default_factory=SchedulingRules)
 
 
 FLEET_META_KEY = "_fleet"
@@ -144,7 +145,7 @@ async def sync_registry(registry_kv: KeyValue, capacity_kv: KeyValue, fleet: Fle
         await registry_kv.delete(key)
         await capacity_kv.delete(key)
         report.removed.append(key)
-    meta = FleetMeta(default_pool=fleet.default_pool, pools=fleet.pool_names)
+    meta = FleetMeta(default_pool=fleet.default_pool, pools=fleet.pool_names, rules=fleet.rules())
     await registry_kv.put(FLEET_META_KEY, msgspec.json.encode(meta))
     log.info("registry synced: %s", report.describe())
     return report

@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -44,6 +45,8 @@ class Runtime:
     schedule_runs: KeyValue
     nessus_scans: KeyValue
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # The clock scan windows are judged by (tests move it together with the emulators' clock).
+    now: Callable[[], datetime] = utcnow
 
     async def publish_event(self, record: TaskRecord, kind: contract.EventKind, detail: str | None = None) -> None:
         """Append a lifecycle event; the message id makes a retried publish a no-op."""

@@ -22,7 +22,7 @@ from typing import Literal
 
 import msgspec
 
-from scanfleet.common.messages import ScanType
+from scanfleet.common.messages import PRIORITIES, Priority, ScanType
 from scanfleet.common.targets import InvalidTarget, Target, parse_target
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -134,6 +134,16 @@ class Scope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # this, or of these types. A client that cannot ask a human is refused such scans.
     confirm_over_targets: int | None = None
     confirm_scan_types: list[ScanType] = msgspec.field(default_factory=list)
+    # Scheduling: the client's fair-share weight within a pool, and the highest priority it may ask for.
+    weight: float = 1.0
+    max_priority: Priority = "normal"
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ValueError(f"weight must be positive, got {self.weight}")
+
+    def allows_priority(self, priority: Priority) -> bool:
+        return PRIORITIES.index(priority) >= PRIORITIES.index(self.max_priority)
 
     def allows_pool(self, pool: str) -> bool:
         return ALL in self.pools or pool in self.pools
@@ -148,6 +158,7 @@ class Scope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "scan_types": self.scan_types,
             "credential_refs": self.credential_refs,
             "max_targets": self.max_targets,
+            "max_priority": self.max_priority,
         }
 
 
@@ -191,6 +202,7 @@ RefusalCode = Literal[
     "credential_ref_not_allowed",
     "scan_too_large",
     "no_scope",
+    "priority_not_allowed",
 ]
 
 
@@ -210,6 +222,7 @@ class Submission:
     scan_type: ScanType
     pool: str
     credential_ref: str | None = None
+    priority: Priority = "normal"
 
 
 def check_submission(
@@ -225,6 +238,11 @@ def check_submission(
         raise ScopeRefusal("no_scope", "this client has no scan scope configured; an admin must grant one")
     if submission.scan_type not in grant.scan_types:
         raise ScopeRefusal("scan_type_not_allowed", f"scan type {submission.scan_type!r} is not allowed")
+    if not grant.allows_priority(submission.priority):
+        raise ScopeRefusal(
+            "priority_not_allowed",
+            f"priority {submission.priority!r} is not allowed; this client may ask for {grant.max_priority!r} at most",
+        )
     if not grant.allows_pool(submission.pool):
         raise ScopeRefusal("pool_not_allowed", f"pool {submission.pool!r} is not allowed")
     ref = submission.credential_ref

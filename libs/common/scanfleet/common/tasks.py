@@ -18,12 +18,13 @@ from nats.js.kv import KeyValue
 from scanfleet.common.bus import kv_get
 from scanfleet.common.contract import TERMINAL as TERMINAL
 from scanfleet.common.contract import TaskState as TaskState
-from scanfleet.common.messages import ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
+from scanfleet.common.messages import Priority, ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.QUEUED: frozenset({_S.DISPATCHED, _S.FAILED, _S.CANCELLED}),
-    _S.DISPATCHED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    # dispatched → queued: an agent hands a scan back before launching it (circuit open, window).
+    _S.DISPATCHED: frozenset({_S.QUEUED, _S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.RUNNING: frozenset({_S.EXPORTING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.EXPORTING: frozenset({_S.VALIDATING, _S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     _S.VALIDATING: frozenset({_S.COMPLETED, _S.FAILED}),
@@ -134,6 +135,14 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     auto_rollover: bool = False
     hosts_done: list[str] | None = None
     hosts_left: list[str] | None = None
+    # Scheduling: priority asked for (within the client's scope), the client's share weight,
+    # and the scan window holding the task (queued: waiting for it; running: paused by it).
+    priority: Priority = "normal"
+    weight: float = 1.0
+    window: str | None = None
+    window_until: datetime | None = None
+    # Hosts a window stop left unscanned, for a rollover scan.
+    unscanned: list[str] = []
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})
@@ -158,6 +167,9 @@ RETRY_KEEPS = (
     "rollover_of",
     "auto_rollover",
     "dispatch_attempts",
+    "submitted_by",
+    "priority",
+    "weight",
 )
 
 
@@ -284,4 +296,7 @@ def request_of(
         submitted_at=record.created_at,
         credential_ref=credential_ref,
         credentials=credentials,
+        submitted_by=record.submitted_by,
+        weight=record.weight,
+        priority=record.priority,
     )

@@ -15,7 +15,9 @@ import logging
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 from nats.aio.msg import Msg
@@ -23,18 +25,19 @@ from nats.aio.msg import Msg
 from scanfleet.common import capacity, contract, ops_http
 from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import dead_letter_for, ensure_consumer, publish, pull
-from scanfleet.common.config import Settings, load_fleet
+from scanfleet.common.config import SchedulingRules, Settings, load_fleet
 from scanfleet.common.contract import EventKind, instance_key
 from scanfleet.common.lease import Lease
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Assignment, ScanRequest, decode, encode, utcnow
 from scanfleet.common.mirror import FleetMirror
-from scanfleet.common.registry import sync_registry
+from scanfleet.common.registry import read_fleet_meta, sync_registry
 from scanfleet.common.runtime import Runtime, run, service_runtime, wait_stopping
 from scanfleet.common.tasks import IllegalTransition, TaskNotFound, TaskRecord, TaskState
 from scanfleet.common.telemetry import consumer_span
+from scanfleet.common.windows import ScanWindows
 from scanfleet.dispatcher import metrics
-from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan
+from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan_shares
 from scanfleet.dispatcher.stats import PoolStatsTracker
 
 log = logging.getLogger("scanfleet.dispatcher")
@@ -50,15 +53,47 @@ class Held:
     # The task record and revision read on arrival, for the dispatched CAS to start from
     # (used once: the write mutates it).
     known: tuple[TaskRecord, int] | None = None
+    # Scan windows: the request may not start before ``not_before`` (epoch s); the answer
+    # holds until ``recheck_at`` (a window starts or ends).
+    not_before: float = 0.0
+    recheck_at: float = 0.0
+
+    planned: Waiting | None = None
+
+    def waiting(self, task_id: str, held_by: str | None, not_before: float) -> Waiting:
+        """What the policy sees of this request, built once unless its slot or window changed."""
+        w = self.planned
+        if w is None or w.held_by != held_by or w.not_before != not_before:
+            request = self.request
+            w = self.planned = Waiting(
+                task_id=task_id,
+                seq=self.seq,
+                instance=request.scanner_instance,
+                held_by=held_by,
+                client=request.submitted_by or "",
+                priority=request.priority,
+                weight=request.weight,
+                submitted=request.submitted_at.timestamp(),
+                not_before=not_before,
+            )
+        return w
 
 
 class PoolDispatcher:
-    def __init__(self, rt: Runtime, mirror: FleetMirror, pool: str) -> None:
+    def __init__(
+        self, rt: Runtime, mirror: FleetMirror, pool: str, windows: Callable[[], ScanWindows] = ScanWindows
+    ) -> None:
         self.rt = rt
         self.keepalive_every = rt.settings.dispatch_ack_wait / 4
         self.mirror = mirror
         self.pool = pool
+        self.windows = windows
+        self._windows_seen: ScanWindows | None = None
         self.waiting: dict[str, Held] = {}
+        # The submitting client of each request seen, so slots held count towards fair shares,
+        # and each waiting client's virtual time (fair queueing; see routing rule (e)).
+        self.clients: dict[str, str] = {}
+        self.served: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.woken_at: float | None = None
 
@@ -109,6 +144,7 @@ class PoolDispatcher:
                 return
             seq = msg.metadata.sequence.stream if msg.metadata else 0
             self.waiting[request.task_id] = Held(msg, request, seq, known=(record, revision))
+            self.clients[request.task_id] = request.submitted_by or ""
 
     async def forget(self, task_id: str) -> None:
         """A task cancelled while it waited: drop its request before it is ever planned."""
@@ -171,16 +207,61 @@ class PoolDispatcher:
         ]
         return candidates, holders
 
+    def _not_before(self, held: Held, now: datetime) -> float:
+        """When a scan window lets the request start (0: now), cached until a window changes."""
+        stamp = now.timestamp()
+        windows, targets = self.windows(), held.request.targets
+        if windows is not self._windows_seen:
+            self._windows_seen = windows
+            for h in self.waiting.values():
+                h.recheck_at = 0.0
+        if stamp < held.recheck_at:
+            return held.not_before
+        hold = windows.held(self.pool, targets, now)
+        if hold is not None:
+            held.not_before = held.recheck_at = hold.until.timestamp()
+        else:
+            nxt = windows.next_start(self.pool, targets, now)
+            held.not_before = 0.0
+            held.recheck_at = nxt.timestamp() if nxt is not None else stamp + 60.0
+        return held.not_before
+
+    async def _running_clients(self, holders: dict[str, str]) -> dict[str, int]:
+        """Slots each client holds in the pool; clients of tasks not seen here are read once."""
+        unknown = [t for t in holders if t not in self.clients]
+        if unknown:
+            records = await asyncio.gather(*(self.rt.tasks.get(t) for t in unknown))
+            for task_id, record in zip(unknown, records, strict=True):
+                self.clients[task_id] = (record.submitted_by if record else None) or ""
+        if len(self.clients) > 2 * (len(holders) + len(self.waiting)) + 64:
+            for task_id in [t for t in self.clients if t not in holders and t not in self.waiting]:
+                del self.clients[task_id]
+        running: dict[str, int] = {}
+        for task_id in holders:
+            client = self.clients[task_id]
+            running[client] = running.get(client, 0) + 1
+        return running
+
     async def _schedule_once(self, woken_at: float) -> None:
         """Plan over the mirror, then carry the plan out: scanners in parallel, each one's
         decisions in order (so they do not race each other for the same slot record)."""
         candidates, holders = self._candidates()
-        waiting = [
-            Waiting(task_id=t, seq=h.seq, instance=h.request.scanner_instance, held_by=holders.get(t))
-            for t, h in self.waiting.items()
-        ]
+        now = self.rt.now()
+        waiting = [h.waiting(t, holders.get(t), self._not_before(h, now)) for t, h in self.waiting.items()]
+        running = await self._running_clients(holders)
         per_scanner: dict[str, list[Decision]] = {}
-        for decision in plan(waiting, candidates):
+        decisions, served = plan_shares(
+            waiting,
+            candidates,
+            running=running,
+            served=self.served,
+            now=now.timestamp(),
+            aging=self.rt.settings.priority_aging,
+        )
+        started = {d.task_id for d in decisions}
+        still = {w.client for w in waiting if w.task_id not in started and w.held_by is None}
+        self.served = {c: v for c, v in served.items() if c in still}
+        for decision in decisions:
             per_scanner.setdefault(decision.instance, []).append(decision)
 
         async def carry_out(decisions: list[Decision]) -> bool:
@@ -276,6 +357,8 @@ class Dispatcher:
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.dispatchers: dict[str, PoolDispatcher] = {}
         self.reload_requested = asyncio.Event()
+        self.windows = ScanWindows()
+        self.rules = SchedulingRules()
 
     async def mirror_ready(self) -> bool:
         m = self.mirror
@@ -330,10 +413,20 @@ class Dispatcher:
             except Exception as exc:
                 log.error("reload failed, keeping the current fleet: %s", exc)
 
+    async def _refresh_windows(self) -> None:
+        """Scan windows as published in the registry's fleet meta (kept on a bad read)."""
+        try:
+            meta = await read_fleet_meta(self.rt.registry)
+            if meta is not None and meta.rules != self.rules:
+                self.windows, self.rules = meta.rules.scan_windows(), meta.rules
+        except Exception as exc:
+            log.warning("could not read the scan windows; keeping the current ones: %s", exc)
+
     async def _lead_loop(self) -> None:
         try:
             while True:
                 honour_cancel()
+                await self._refresh_windows()
                 leading = not self.lead or await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
                 if leading:
                     self._ensure_pools()
@@ -356,7 +449,7 @@ class Dispatcher:
                 del self.pools[pool]
         pools = {v.entry.pool for v in self.mirror.views()}
         for pool in sorted(pools - set(self.pools)):
-            dispatcher = PoolDispatcher(self.rt, self.mirror, pool)
+            dispatcher = PoolDispatcher(self.rt, self.mirror, pool, lambda: self.windows)
             self.dispatchers[pool] = dispatcher
             self.pools[pool] = asyncio.create_task(dispatcher.run(), name=f"pool-{pool}")
             log.info("dispatching for pool %s", pool)

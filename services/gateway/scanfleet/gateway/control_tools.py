@@ -10,6 +10,7 @@ from mcp.server.mcpserver import Context, ElicitationResult, Resolve
 from mcp.types import CallToolResult
 
 from scanfleet.common.credentials import CredentialError, TargetCredential, parse
+from scanfleet.common.messages import Priority
 from scanfleet.gateway import confirmation
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.control import ScanControl
@@ -64,6 +65,7 @@ def register_authenticated_scan(mcp: ScanfleetMCP, gateway: Gateway, guard: Guar
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
         idempotency_key: str | None = None,
+        priority: Priority = "normal",
         *,
         ctx: Context[Any, Any],
     ) -> CallToolResult:
@@ -100,6 +102,7 @@ def register_authenticated_scan(mcp: ScanfleetMCP, gateway: Gateway, guard: Guar
                 scan_type=scan_type,
                 credential_ref=credential_ref,
                 credentials=credentials,
+                priority=priority,
             )
             before = guard.before_queue(caller, "run_authenticated_scan")
             return await gateway.submit(caller, submit, before, confirmed=ok)

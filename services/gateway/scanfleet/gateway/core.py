@@ -7,6 +7,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -17,12 +18,12 @@ from scanfleet.common.bus import kv_get
 from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import ScanType, utcnow
+from scanfleet.common.messages import Priority, ScanType, utcnow
 from scanfleet.common.metrics import SCANS
 from scanfleet.common.mirror import FleetMirror
-from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
+from scanfleet.common.registry import FleetMeta, ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
-from scanfleet.common.scope import Scope, Submission
+from scanfleet.common.scope import Interval, Scope, Submission, contained, interval_of
 from scanfleet.common.targets import InvalidTarget, Target, parse_targets
 from scanfleet.common.task_ops import EnqueueFailed, enqueue
 from scanfleet.common.tasks import TaskRecord, TaskState
@@ -48,6 +49,7 @@ class SubmitScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scan_type: ScanType = "untrusted"
     credential_ref: str | None = None
     credentials: TargetCredential | None = None
+    priority: Priority = "normal"
 
 
 class IdempotencyClaim(msgspec.Struct, kw_only=True):
@@ -143,8 +145,9 @@ class Gateway:
         except CredentialError as exc:
             raise GatewayError(422, "invalid_credentials", str(exc)) from None
         views_ = await self._fleet()
-        pool = await self._resolve_pool(caller, submit, views_)
-        wanted = Submission(parsed, submit.scan_type, pool, submit.credential_ref)
+        meta = await read_fleet_meta(self.rt.registry)
+        pool = await self._resolve_pool(caller, submit, views_, parsed, meta)
+        wanted = Submission(parsed, submit.scan_type, pool, submit.credential_ref, submit.priority)
         await self.admission.check(caller, parsed, wanted, views_)
         why = confirmation_reason(caller.scope, parsed, submit.scan_type)
         if why is not None and not confirmed:
@@ -181,6 +184,8 @@ class Gateway:
                     updated_at=utcnow(),
                     submitted_by=caller.id,
                     credential_ref=submit.credential_ref,
+                    priority=submit.priority,
+                    weight=caller.scope.weight,
                 )
                 await self._admit_active(caller, task_id)
                 try:
@@ -203,6 +208,7 @@ class Gateway:
                 SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
                 placement = await self.queue.placement(pool, task_id, views_)
+                placement.update(window_delay(meta, pool, targets, self.rt.now(), placement))
         return views.submitted(record, placement, views_)
 
     def _targets(self, submit: SubmitScan) -> list[Target]:
@@ -272,19 +278,44 @@ class Gateway:
             return await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
         return self.mirror.views()
 
-    async def _resolve_pool(self, caller: Caller, submit: SubmitScan, fleet: list[ScannerView]) -> str:
+    async def _resolve_pool(
+        self,
+        caller: Caller,
+        submit: SubmitScan,
+        fleet: list[ScannerView],
+        targets: list[Target] | None = None,
+        meta: FleetMeta | None = None,
+    ) -> str:
         registered = sorted({v.entry.pool for v in fleet})
         if not registered:
             raise GatewayError(503, "no_scanners", "no scanners are registered yet")
         pools = visible_pools(caller, registered)
         if not pools:
             raise GatewayError(403, "pool_not_allowed", "this client may use none of the scanner pools")
+        rules = meta.rules if meta is not None else None
+        if rules is not None and targets:
+            excluded = rules.scan_windows().excluded([t.text for t in targets])
+            if excluded is not None:
+                target, exclusion = excluded
+                raise GatewayError(
+                    403,
+                    "target_excluded",
+                    f"{target} is permanently excluded from scanning: {exclusion.reason}",
+                    target=target,
+                    reason=exclusion.reason,
+                )
         pool = submit.scanner_pool
-        if pool is None:
-            meta = await read_fleet_meta(self.rt.registry)
-            pool = meta.default_pool if meta and meta.default_pool in pools else pools[0]
-        if pool not in pools:
+        if pool is not None and pool not in pools:
             raise GatewayError(404, "unknown_pool", f"no scanner pool named {pool!r}", valid_pools=pools)
+        reach = rules.pool_ranges() if rules is not None else {}
+        addresses = [interval_of(t) for t in targets or [] if t.kind != "hostname"]
+        if pool is None:
+            default = meta.default_pool if meta and meta.default_pool in pools else pools[0]
+            pool = route_by_network(addresses, pools, reach, default)
+            if pool is None:
+                raise _unreachable(addresses, pools, reach, rules.ranges if rules else {}, None)
+        elif pool in reach and (missing := [a for a in addresses if not contained(a, reach[pool])]):
+            raise _unreachable(missing, [pool], reach, rules.ranges if rules else {}, pool)
         if submit.scanner_instance is not None:
             instances = sorted(v.entry.instance for v in fleet if v.entry.pool == pool)
             if submit.scanner_instance not in instances:
@@ -310,8 +341,20 @@ class Gateway:
     async def status(self, caller: Caller, task_id: str) -> dict[str, Any]:
         record = await self.record(caller, task_id)
         out = views.status(record)
+        out["priority"] = record.priority
         if record.state is TaskState.QUEUED:
-            out.update(await self.queue.placement(record.pool, task_id))
+            placement = await self.queue.placement(record.pool, task_id)
+            placement.update(
+                window_delay(
+                    await read_fleet_meta(self.rt.registry), record.pool, record.targets, self.rt.now(), placement
+                )
+            )
+            out.update(placement)
+        elif record.window is not None:
+            out["scan_window"] = {
+                "name": record.window,
+                "until": record.window_until.isoformat() if record.window_until else None,
+            }
         return out
 
     async def scanners(self, caller: Caller, pool: str | None = None) -> dict[str, Any]:
@@ -326,3 +369,58 @@ class Gateway:
         fleet = await self.visible_fleet(caller)
         meta = await read_fleet_meta(self.rt.registry)
         return views.pools(fleet, meta.default_pool if meta else None)
+
+
+def route_by_network(
+    addresses: list[Interval], pools: list[str], reach: dict[str, list[Interval]], default: str
+) -> str | None:
+    """The pool for a scan that names none: the narrowest pool whose declared ranges contain all
+    its address targets (host names do not constrain); else the default pool, or another pool
+    that declares no ranges (reaches what it is sent); None when no pool reaches them."""
+    if not addresses:
+        return default
+    matching = [p for p in pools if p in reach and all(contained(a, reach[p]) for a in addresses)]
+    if matching:
+        return min(matching, key=lambda p: (sum(r.end - r.start + 1 for r in reach[p]), p))
+    undeclared = [p for p in pools if p not in reach]
+    if not undeclared:
+        return None
+    return default if default in undeclared else undeclared[0]
+
+
+def _unreachable(
+    addresses: list[Interval],
+    pools: list[str],
+    reach: dict[str, list[Interval]],
+    declared: dict[str, list[str]],
+    explicit: str | None,
+) -> GatewayError:
+    unreached = [a.label for a in addresses if not any(contained(a, reach[p]) for p in pools if p in reach)]
+    listing = {p: declared.get(p, []) for p in pools}
+    where = f"pool {explicit!r} does not reach" if explicit else "no scanner pool reaches"
+    return GatewayError(
+        422,
+        "target_unreachable",
+        f"{where} {', '.join(unreached or [a.label for a in addresses])}; pools and the ranges they reach: "
+        + "; ".join(f"{p}: {', '.join(r) or 'any'}" for p, r in listing.items()),
+        targets=unreached,
+        pools=listing,
+    )
+
+
+def window_delay(
+    meta: FleetMeta | None, pool: str, targets: list[str], now: datetime, placement: dict[str, Any]
+) -> dict[str, Any]:
+    """When a scan window holds the targets: which window, and when the scan may start at the earliest."""
+    if meta is None:
+        return {}
+    hold = meta.rules.scan_windows().held(pool, targets, now)
+    if hold is None:
+        return {}
+    delay = (hold.until - now).total_seconds()
+    wait = placement.get("estimated_wait_seconds")
+    return {
+        "scan_window": {"name": hold.window, "until": hold.until.isoformat()},
+        "not_before": hold.until.isoformat(),
+        "estimated_wait_seconds": round(max(delay, wait or 0.0), 1),
+    }

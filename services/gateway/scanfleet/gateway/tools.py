@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context, ElicitationResult, Resolve
 from mcp.types import CallToolResult
 
+from scanfleet.common.messages import Priority
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway import confirmation
 from scanfleet.gateway.access import Caller
@@ -64,6 +65,7 @@ def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, statu
         scanner_pool: str | None = None,
         scanner_instance: str | None = None,
         idempotency_key: str | None = None,
+        priority: Priority = "normal",
         *,
         ctx: Context[Any, Any],
     ) -> CallToolResult:
@@ -73,6 +75,9 @@ def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, statu
         this client's scope. Returns task_id, trace_id and queue_position immediately; the scan runs
         in the background (as an MCP task if the client opts in). Reusing an idempotency_key returns
         the original task instead of a duplicate. A client's policy may require a human to confirm.
+        Without scanner_pool the pool whose networks contain the targets is chosen. priority: high,
+        normal or low, up to this client's max_priority; if a scan window holds the targets the reply
+        says until when (scan_window, not_before).
         """
         submit = SubmitScan(
             targets=targets,
@@ -81,6 +86,7 @@ def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, statu
             scanner_pool=scanner_pool,
             scanner_instance=scanner_instance,
             idempotency_key=idempotency_key,
+            priority=priority,
         )
 
         async def work(c: Caller) -> dict[str, Any]:

@@ -33,17 +33,19 @@ from scanfleet.agent.nessus import (
     SSHCredential,
 )
 from scanfleet.agent.secrets import CredentialResolver, to_nessus
-from scanfleet.common import contract
+from scanfleet.common import capacity, contract
 from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import StoredObject, publish, put_object_stream
 from scanfleet.common.config import Settings
 from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError
 from scanfleet.common.messages import Assignment, ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.registry import read_fleet_meta
 from scanfleet.common.rollover import split_hosts
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import end_task
 from scanfleet.common.tasks import ExportRef, IllegalTransition, TaskRecord, TaskState
+from scanfleet.common.windows import Hold, ScanWindows
 
 log = logging.getLogger("scanfleet.agent")
 
@@ -72,6 +74,10 @@ class Stopped(Exception):
 
 class TaskGone(Exception):
     """Another writer ended the task (or it moved on to validation): nothing left to do here."""
+
+
+class HandBack(Exception):
+    """Before launch: the scan goes back to the queue (for another scanner, or after a window)."""
 
 
 def nessus_scan_name(task_id: str, retries: int = 0) -> str:
@@ -195,6 +201,8 @@ class Lifecycle:
         self.breaker = breaker
         self.policy = RetryPolicy.from_settings(rt.settings)
         self.poll_interval = rt.settings.poll_interval
+        self.slot = contract.instance_key(assignment.pool, assignment.instance)
+        self.host_progress: dict[str, int] = {}
 
     async def _retry(
         self,
@@ -220,9 +228,28 @@ class Lifecycle:
         """Drive the task to ``validating`` (export published) or to cancelled/timeout."""
         try:
             record = await self._fresh()
+            if record.state is TaskState.QUEUED:
+                await self._republish(record)  # handed back, then interrupted before the request went
+                return
             created = False
-            if record.nessus_scan_id is None:
-                record, created = await self._create(record)
+            # Handed back only while surely never launched: before any scan exists, or right
+            # after this run created it (a rerun may find a launch whose transition was lost).
+            try:
+                if record.nessus_scan_id is None:
+                    if record.state is TaskState.DISPATCHED:
+                        await self._launchable(record)
+                    record, created = await self._create(record)
+                if created and record.state is TaskState.DISPATCHED:
+                    await self._launchable(record)
+            except HandBack as back:
+                await self._hand_back(str(back))
+                return
+            except PermanentFailure as exc:
+                unlaunched = record.nessus_scan_id is None or created
+                if exc.reason != "scanner_unreachable" or self.breaker.state == "closed" or not unlaunched:
+                    raise
+                await self._hand_back(f"the circuit of {self.slot} opened before launch ({exc})")
+                return
             if record.state is TaskState.DISPATCHED:
                 record = await self._launch(record, created=created)
             if record.state is TaskState.RUNNING:
@@ -235,6 +262,46 @@ class Lifecycle:
             await self._end(stop)
         except (TaskGone, IllegalTransition) as exc:
             log.info("task ended elsewhere; nothing left to do (%s)", exc)
+
+    # Hand back -------------------------------------------------------------------------
+
+    async def _launchable(self, record: TaskRecord) -> None:
+        """Raise HandBack when this scanner's circuit is open or a scan window holds the targets."""
+        if self.breaker.state == "open":
+            raise HandBack(f"the circuit of {self.slot} is open")
+        hold = (await self._windows()).held(record.pool, record.targets, self.rt.now())
+        if hold is not None:
+            raise HandBack(f"scan window {hold.window} holds the targets until {hold.until.isoformat()}")
+
+    async def _hand_back(self, why: str) -> None:
+        """Undo the dispatch: the task is queued again (CAS), the slot freed, the request republished.
+
+        In that order: a request seen by a dispatcher while the task is still dispatched would be
+        taken for a lost assignment. A crash after the CAS is repaired on redelivery (``run``)."""
+
+        def queued(r: TaskRecord) -> None:
+            r.instance = None
+            r.claimed_by = None
+            r.nessus_scan_id = None
+            r.nessus_scan_name = None
+
+        record = await self.rt.tasks.transition(self.task_id, TaskState.QUEUED, queued)
+        await capacity.release(self.rt.capacity, self.slot, self.task_id)
+        await self._republish(record)
+        await self.rt.publish_event(record, EventKind.QUEUED, detail=f"handed back to the queue: {why}")
+        log.warning("handed the scan back to the queue: %s", why)
+
+    async def _republish(self, record: TaskRecord) -> None:
+        request = self.assignment.request
+        headers = {
+            contract.HDR_MSG_ID: contract.returned_msg_id(self.task_id, record.retries, record.dispatch_attempts),
+            contract.HDR_TASK_ID: self.task_id,
+        }
+        await publish(self.rt.js, contract.request_subject(record.pool, self.task_id), encode(request), headers)
+
+    async def _windows(self) -> ScanWindows:
+        meta = await read_fleet_meta(self.rt.registry)
+        return meta.rules.scan_windows() if meta is not None else ScanWindows()
 
     async def _fresh(self) -> TaskRecord:
         """The current record; raises Stopped when an operator asked to cancel, TaskGone when it ended."""
@@ -366,10 +433,21 @@ class Lifecycle:
         written: tuple[int, dict[str, int]] = (record.progress, dict(record.host_progress))
         loop = asyncio.get_running_loop()
 
+        windows = await self._windows()
+        hold: Hold | None = None
+
         async def poll() -> ScanDetails:
-            nonlocal record
+            nonlocal record, hold
             honour_cancel()
-            record = await self._apply_pause(await self._fresh(), scan_id)
+            hold = windows.held(record.pool, record.targets, self.rt.now())
+            if hold is not None and hold.on_running == "stop":
+                raise Stopped(
+                    TaskState.TIMEOUT,
+                    "window_stopped",
+                    f"stopped by scan window {hold.window} (until {hold.until.isoformat()}); "
+                    "its unscanned hosts are recorded for a rollover",
+                )
+            record = await self._apply_pause(await self._fresh(), scan_id, hold)
             return await self.client.scan_details(scan_id)
 
         def outage() -> None:
@@ -384,10 +462,19 @@ class Lifecycle:
                 raise PermanentFailure("scan_" + details.status, f"Nessus reports the scan {details.status}")
             self._check_deadlines(record, details.status)
             progress = (int(details.progress), {h.hostname: h.progress for h in details.hosts})
+            self.host_progress = progress[1]
             if progress != written and loop.time() - written_at >= self.settings.progress_interval:
                 await self._write_progress(*progress)
                 written, written_at = progress, loop.time()
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(self._poll_delay(windows, record, hold))
+
+    def _poll_delay(self, windows: ScanWindows, record: TaskRecord, hold: Hold | None) -> float:
+        """The poll interval, cut short so a window's start or end is acted on when it comes."""
+        now = self.rt.now()
+        change = hold.until if hold is not None else windows.next_start(record.pool, record.targets, now)
+        if change is None:
+            return self.poll_interval
+        return max(0.05, min(self.poll_interval, (change - now).total_seconds()))
 
     def _check_deadlines(self, record: TaskRecord, status: str | None) -> None:
         now = utcnow()
@@ -411,17 +498,24 @@ class Lifecycle:
 
         await self.rt.tasks.update(self.task_id, apply)
 
-    async def _apply_pause(self, record: TaskRecord, scan_id: int) -> TaskRecord:
-        """Bring Nessus in line with what the operator asked for, then record what holds."""
-        if record.pause_requested == record.paused:
+    async def _apply_pause(self, record: TaskRecord, scan_id: int, hold: Hold | None = None) -> TaskRecord:
+        """Bring Nessus in line with what the operator asked for and the scan windows (a
+        blackout pauses it, its end resumes it unless the operator paused it too), then
+        record what holds."""
+        window = hold.window if hold is not None else None
+        pausing = record.pause_requested or window is not None
+        if pausing == record.paused:
+            if record.window != window and (window is not None or record.window is not None):
+                return await self.rt.tasks.update(self.task_id, functools.partial(_set_window, hold=hold))
             return record
-        action = self.client.pause if record.pause_requested else self.client.resume
+        action = self.client.pause if pausing else self.client.resume
         try:
-            await self._retry(lambda: action(scan_id), "pause" if record.pause_requested else "resume", NessusConflict)
+            await self._retry(lambda: action(scan_id), "pause" if pausing else "resume", NessusConflict)
         except NessusConflict as exc:
             log.info("scan %s: %s refused by Nessus (%s)", scan_id, action.__name__, exc)
+            if pausing and not record.pause_requested:
+                return record  # a window met a scan that is no longer running (it just completed)
         now = utcnow()
-        pausing = record.pause_requested
 
         def apply(r: TaskRecord) -> None:
             if pausing:
@@ -429,10 +523,12 @@ class Lifecycle:
             else:
                 r.paused_seconds += _seconds(r.paused_at, now)
                 r.paused, r.paused_at = False, None
+            _set_window(r, hold)
 
         record = await self.rt.tasks.update(self.task_id, apply)
+        why = f"scan window {window}" if window is not None else (record.window or "operator")
         await self.rt.publish_event(
-            record, EventKind.PAUSED if pausing else EventKind.RESUMED, detail=f"nessus scan {scan_id}"
+            record, EventKind.PAUSED if pausing else EventKind.RESUMED, detail=f"nessus scan {scan_id} ({why})"
         )
         return record
 
@@ -489,6 +585,8 @@ class Lifecycle:
             r.progress = 100
 
         record = await self.rt.tasks.update(self.task_id, exported)
+        # The scanner is idle once its export is stored: its slot goes back now, not after validation.
+        await capacity.release(self.rt.capacity, self.slot, self.task_id)
         request = self.assignment.request
         event = ExportEvent(
             task_id=self.task_id,
@@ -528,10 +626,14 @@ class Lifecycle:
         def note_hosts(r: TaskRecord) -> None:
             if reached is not None:
                 r.hosts_done, r.hosts_left = reached
+                if stop.reason == "window_stopped":
+                    r.unscanned = list(reached[1])
 
-        slot = contract.instance_key(self.assignment.pool, self.assignment.instance)
+        if reached is None and stop.reason == "window_stopped":
+            done = [h for h, progress in self.host_progress.items() if progress >= 100]
+            reached = (done, [t for t in self.assignment.request.targets if t not in done])
         await end_task(
-            self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=slot, mutate=note_hosts
+            self.rt, self.task_id, stop.target, error=str(stop), reason=stop.reason, slot=self.slot, mutate=note_hosts
         )
 
     async def _hosts_reached(self, scan_id: int, targets: list[str]) -> tuple[list[str], list[str]] | None:
@@ -547,3 +649,8 @@ class Lifecycle:
     def _scan_id(record: TaskRecord) -> int:
         assert record.nessus_scan_id is not None
         return record.nessus_scan_id
+
+
+def _set_window(record: TaskRecord, hold: Hold | None) -> None:
+    record.window = hold.window if hold is not None else None
+    record.window_until = hold.until if hold is not None else None
