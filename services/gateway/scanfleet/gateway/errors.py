@@ -38,7 +38,13 @@ NEXT_STEPS: dict[str, str] = {
     "confirmation_required": "Ask a human to confirm: call this tool from an MCP client that supports elicitation.",
     "not_confirmed": "Nothing was queued. Ask the user what to change (fewer targets, another scan type) first.",
     # Scope and admission
-    "target_denied": "Remove the target: it is on this client's exclude list. Do not retry it in another form.",
+    "target_denied": (
+        "Remove the target: it is never scanned (loopback, link-local and cloud metadata, multicast, broadcast, "
+        "scanfleet's own hosts) or resolves into such space. Do not retry it in another form."
+    ),
+    "target_excluded": "Remove the target: the fleet's configuration excludes it permanently (see 'reason').",
+    "target_unreachable": "Pick a pool whose ranges contain every target (see 'pools'), or split the scan by pool.",
+    "priority_not_allowed": "Use a priority up to this client's max_priority, or ask an operator to raise it.",
     "target_out_of_scope": "Scan only targets inside 'allowed'; ask an operator to widen the scope if needed.",
     "pool_not_allowed": "Pick a pool from list_pools; this client may not use that one.",
     "scan_type_not_allowed": "Use a scan type in 'allowed.scan_types', or ask an operator to grant it.",
