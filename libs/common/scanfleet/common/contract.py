@@ -623,6 +623,10 @@ def task_objects(task_id: str) -> list[tuple[str, str]]:
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_TASK_ID = "Scanfleet-Task-Id"
 HDR_SCHEMA = "Scanfleet-Schema"
+# Publish only if the subject's last message has this sequence ("0": the subject is empty).
+HDR_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+# JetStream's error code for a failed expected-sequence check (KV CAS uses it too).
+ERR_WRONG_LAST_SEQUENCE = 10071
 
 
 @dataclass(frozen=True)
