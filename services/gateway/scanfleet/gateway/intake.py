@@ -100,7 +100,7 @@ class Intake:
                     return existing, True
                 if not recent(claimed, record.created_at):
                     raise GatewayError(409, "idempotency_conflict", "the task of this idempotency_key no longer exists")
-                record = dataclasses.replace(record, task_id=claimed)
+                record = msgspec.structs.replace(record, task_id=claimed)
         await admit_active(record.task_id)
         self.crash("admitted")
         submitter = record.submitted_by
