@@ -88,7 +88,7 @@ async def test_a_crash_before_the_record_leaves_no_request_behind(fleet: Runtime
     rt = fleet
     for step in ("claimed", "admitted", "audited"):
         with pytest.raises(Crash):
-            await crashing_at(rt, step).submit(CALLER, scan(f"early-{step}"), queue_at_once)  # type: ignore[arg-type]
+            await crashing_at(rt, step).submit(CALLER, scan(f"early-{step}"), queue_at_once)
     info = await rt.js.stream_info(contract.REQUESTS_STREAM)
     assert info.state.messages == 0
 
