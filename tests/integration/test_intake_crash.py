@@ -8,6 +8,8 @@ A new submission's queue position comes from the dispatch consumer's counts, not
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import msgspec
 import pytest
 
@@ -20,6 +22,7 @@ from scanfleet.common.task_ops import enqueue
 from scanfleet.common.tasks import TaskState
 from scanfleet.gateway.core import Gateway, SubmitScan, idempotency_key_hash
 from scanfleet.gateway.intake import STEPS, Crash, Step
+from scanfleet.janitor.stale import REQUEST_GRACE, REQUEST_LOST, Sweeper
 from tests.helpers import make_caller, make_gateway, queue_at_once
 
 POOL, INSTANCE = "dmz", "scanner-3"
@@ -122,3 +125,23 @@ async def test_a_repaired_request_is_not_published_twice(fleet: Runtime) -> None
     await rt.js.purge_stream(contract.REQUESTS_STREAM, subject=contract.request_subject(POOL, record.task_id))
     await enqueue(rt, other_id, if_absent=True)
     assert await requests_of(rt, record.task_id) == 1
+
+
+async def test_a_record_left_without_its_request_and_no_retry_is_failed_by_the_janitor(fleet: Runtime) -> None:
+    rt = fleet
+    with pytest.raises(Crash):
+        await crashing_at(rt, "announced").submit(CALLER, scan(None), queue_at_once)
+    [orphan] = await client_tasks.active_tasks(rt.client_tasks, CALLER.id)
+    queued = (await make_gateway(rt).submit(CALLER, scan(None), queue_at_once))["task_id"]
+    past = utcnow() - timedelta(seconds=REQUEST_GRACE + 30)
+    for task_id in (orphan, queued):
+        await rt.tasks.update(task_id, lambda r: setattr(r, "created_at", past))
+
+    report = await Sweeper(rt).sweep()
+
+    assert report.ended == {orphan: REQUEST_LOST}
+    ended = await rt.tasks.get(orphan)
+    assert ended is not None and ended.state is TaskState.FAILED and ended.error_reason == REQUEST_LOST
+    assert await client_tasks.active_tasks(rt.client_tasks, CALLER.id) == [queued]
+    still = await rt.tasks.get(queued)
+    assert still is not None and still.state is TaskState.QUEUED
