@@ -23,6 +23,7 @@ valid both as subject tokens and inside consumer names.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -636,9 +637,13 @@ class Topology:
     pools: dict[str, list[str]] = field(default_factory=dict)
     dispatch_ack_wait: float = DISPATCH_ACK_WAIT
     audit_max_age: float = AUDIT_MAX_AGE
+    # JetStream replicas of every stream, bucket and object store; consumers follow their stream.
+    replicas: int = 1
 
     def streams(self) -> list[StreamConfig]:
-        return [*STREAMS, audit_stream(self.audit_max_age)]
+        return [
+            dataclasses.replace(s, num_replicas=self.replicas) for s in [*STREAMS, audit_stream(self.audit_max_age)]
+        ]
 
     def consumers(self) -> list[tuple[str, ConsumerConfig]]:
         out = list(STATIC_CONSUMERS)
