@@ -165,11 +165,9 @@ async def provision_bucket(js: JetStreamContext, bucket: contract.Bucket, replic
     now = (current.description, current.max_msgs_per_subject, current.max_age or 0.0, current.num_replicas or 1)
     changed = None
     if now != tuple(wanted.values()):
-        await js.update_stream(
-            StreamConfig.from_response(
-                {**current.as_dict(), **StreamConfig(**wanted).as_dict(), "name": stream}  # type: ignore[arg-type]
-            )
-        )
+        # Only the fields we manage: StreamConfig's defaults would clear the bucket's own flags.
+        fields = {k: v for k, v in StreamConfig(**wanted).as_dict().items() if k in wanted}  # type: ignore[arg-type]
+        await js.update_stream(StreamConfig.from_response({**current.as_dict(), **fields, "name": stream}))
         log.info("updated bucket %s", bucket.name)
         changed = f"updated bucket {bucket.name}" + _replicas_change(current.num_replicas, replicas)
     return await js.key_value(bucket.name), changed
