@@ -160,13 +160,26 @@ class NatsCluster:
     """
 
     def __init__(
-        self, data_dir: Path, *, size: int = 3, passwords: Mapping[str, str] | None = None, name: str = "scanfleet"
+        self,
+        data_dir: Path,
+        *,
+        size: int = 3,
+        passwords: Mapping[str, str] | None = None,
+        name: str = "scanfleet",
+        base_port: int | None = None,
     ) -> None:
-        route_ports = [free_port() for _ in range(size)]
+        """``base_port``: clients on base+i, routes on base+100+i, monitoring on base+200+i."""
+
+        def port(offset: int, i: int) -> int:
+            return base_port + offset + i if base_port else free_port()
+
+        route_ports = [port(100, i) for i in range(size)]
         routes = [f"nats-route://{LOOPBACK}:{p}" for p in route_ports]
         self.servers = [
             NatsServer(
                 Path(data_dir) / f"n{i + 1}",
+                port=port(0, i),
+                monitor_port=port(200, i),
                 passwords=passwords,
                 cluster=ClusterRoutes(name=name, listen=f"{LOOPBACK}:{route_ports[i]}", routes=routes),
                 server_name=f"n{i + 1}",
