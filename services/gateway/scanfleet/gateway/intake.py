@@ -18,6 +18,7 @@ submission there as a killed process would: no clean-up runs after it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -129,10 +130,11 @@ class Intake:
         return record, False
 
     async def _announce(self, record: TaskRecord) -> None:
-        """The client's history entry and the QUEUED event; both are idempotent."""
+        """The client's history entry and the QUEUED event, side by side; both are idempotent."""
+        steps = [self.rt.publish_event(record, EventKind.QUEUED)]
         if record.submitted_by is not None:
-            await client_tasks.record_submission(self.rt.client_tasks, record.submitted_by, record.task_id)
-        await self.rt.publish_event(record, EventKind.QUEUED)
+            steps.append(client_tasks.record_submission(self.rt.client_tasks, record.submitted_by, record.task_id))
+        await asyncio.gather(*steps)
 
     async def _repair(self, record: TaskRecord, seal: Seal) -> None:
         """A first try's record may lack its event or its request: add them, never twice."""
