@@ -95,13 +95,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # three-node cluster; provisioning brings an existing deployment to it). ``nats_url`` may
     # list every server of a cluster, comma-separated.
     nats_replicas: int = 1
+    # Keys sealing MCP's multi-round-trip requestState (a confirmation asked by one gateway
+    # answered through another), comma-separated, the first seals, every one unseals. Every
+    # gateway replica needs the same; unset, each process makes its own (one gateway only).
+    mcp_request_state_keys: str | None = None
 
     def __repr__(self) -> str:
         url = re.sub(r"//[^/@]*@", "//<credentials>@", self.nats_url)
         return (
             f"Settings(nats_url={url!r}, nats_user={self.nats_user!r}, "
             f"nats_password={'<set>' if self.nats_password else None}, "
-            f"credential_keys={'<set>' if self.credential_keys else None})"
+            f"credential_keys={'<set>' if self.credential_keys else None}, "
+            f"mcp_request_state_keys={'<set>' if self.mcp_request_state_keys else None})"
         )
 
     @property
