@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -60,7 +61,9 @@ def summary(samples: list[float]) -> dict[str, float]:
 # The submitting side: runs in a child process, possibly with another checkout's code -----------
 
 
-async def submit_worker(url: str, replicas: int, worker: int, count: int, concurrency: int) -> dict[str, Any]:
+async def submit_worker(
+    url: str, replicas: int, worker: int, count: int, concurrency: int, steps: bool = False
+) -> dict[str, Any]:
     from scanfleet.common.clients import Role
     from scanfleet.common.config import Settings
     from scanfleet.common.runtime import close, open_runtime
@@ -77,6 +80,10 @@ async def submit_worker(url: str, replicas: int, worker: int, count: int, concur
     scope = Scope(targets=["10.0.0.0/8"], max_targets=65_536, max_active=1_000_000, submissions_per_minute=10**9)
     callers = [make_caller(Role.ADMIN, f"bench-{worker}-{i}", scope) for i in range(concurrency)]
     latencies: list[float] = []
+    step_ms: dict[str, list[float]] = {}
+    marks: list[tuple[str, float]] = []
+    if steps:  # the intake's crash hook, used as a stopwatch after each step
+        gateway.intake.crash = lambda step: marks.append((step, time.perf_counter()))
     queue = iter(range(count))
     stats_before = dict(rt.nc.stats)
 
@@ -88,9 +95,14 @@ async def submit_worker(url: str, replicas: int, worker: int, count: int, concur
                 scanner_pool=POOL,
                 idempotency_key=f"bench-{worker}-{n}-{os.getpid()}",
             )
+            marks.clear()
             started = time.perf_counter()
             await gateway.submit(caller, submit, guard.before_queue(caller, "submit_scan"))
             latencies.append(time.perf_counter() - started)
+            if steps:
+                points = [("checks and idempotency claim", started), *marks, ("queue position", time.perf_counter())]
+                for (_, before), (name, after) in itertools.pairwise(points):
+                    step_ms.setdefault(name, []).append(1000 * (after - before))
 
     started = time.perf_counter()
     await asyncio.gather(*(one_client(c) for c in callers))
@@ -98,7 +110,16 @@ async def submit_worker(url: str, replicas: int, worker: int, count: int, concur
     moved = sum(rt.nc.stats[k] - stats_before[k] for k in ("in_bytes", "out_bytes"))
     await gateway.stop()
     await close(rt)
-    return {"latencies": latencies, "elapsed": elapsed, "bytes": moved}
+    names = {
+        "claimed": "checks and idempotency claim",
+        "admitted": "active-limit claim",
+        "audited": "audit record",
+        "recorded": "task record",
+        "announced": "history entry and QUEUED event",
+        "published": "request",
+    }
+    per_step = {names.get(k, k): round(statistics.fmean(v), 3) for k, v in step_ms.items()}
+    return {"latencies": latencies, "elapsed": elapsed, "bytes": moved, "step_ms": per_step}
 
 
 def _topology() -> Any:
@@ -135,10 +156,11 @@ async def prepare(url: str, replicas: int, depth: int) -> None:
 
 def worker_main(argv: list[str]) -> int:
     url, replicas, worker, count, concurrency = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+    steps = argv[5:6] == ["steps"]
     import logging
 
     logging.disable(logging.WARNING)
-    result = asyncio.run(submit_worker(url, replicas, worker, count, concurrency))
+    result = asyncio.run(submit_worker(url, replicas, worker, count, concurrency, steps))
     print(json.dumps(result))
     return 0
 
@@ -165,7 +187,9 @@ def start_servers(topology: str, data: Path) -> Servers:
     return Servers(server.url, 1, lambda: server.stop(kill=True))
 
 
-def run_gateways(python: str, servers: Servers, gateways: int, submissions: int, concurrency: int) -> dict[str, Any]:
+def run_gateways(
+    python: str, servers: Servers, gateways: int, submissions: int, concurrency: int, *extra: str
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the checkout's venv picks its code
     procs = [
         subprocess.Popen(
@@ -179,6 +203,7 @@ def run_gateways(python: str, servers: Servers, gateways: int, submissions: int,
                 str(g),
                 str(submissions // gateways),
                 str(max(1, concurrency // gateways)),
+                *extra,
             ],
             cwd=ROOT,
             env=env,
@@ -201,6 +226,7 @@ def run_gateways(python: str, servers: Servers, gateways: int, submissions: int,
         "durable_submissions_per_s": round(len(latencies) / wall, 1),
         **summary(latencies),
         "nats_bytes_per_submission": round(sum(r["bytes"] for r in results) / len(latencies)),
+        **({"mean_ms_per_step": results[0]["step_ms"]} if results[0].get("step_ms") else {}),
     }
 
 
@@ -214,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--gateways", default="1,2")
     p.add_argument("--topologies", default="single,cluster")
+    p.add_argument("--steps", type=int, default=0, help="also time each intake step over N one-at-a-time submissions")
     p.add_argument("--baseline", type=Path, help="another checkout (with its .venv) to measure side by side")
     args = p.parse_args(argv)
     codes = {"this": sys.executable}
@@ -244,10 +271,20 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    steps = None
+    if args.steps:
+        with tempfile.TemporaryDirectory(prefix="intake-") as tmp:
+            servers = start_servers("single", Path(tmp))
+            try:
+                asyncio.run(prepare(servers.url, servers.replicas, 0))
+                steps = run_gateways(sys.executable, servers, 1, args.steps, 1, "steps")
+            finally:
+                servers.stop()
     print(
         json.dumps(
             {
                 "machine": {"cpus": os.cpu_count()},
+                "one_at_a_time_steps": steps,
                 "submissions_per_run": args.submissions,
                 "concurrency": args.concurrency,
                 "rows": rows,
