@@ -20,7 +20,7 @@ from tests.helpers import until
 async def test_provision_twice_changes_nothing(runtime: Runtime) -> None:
     before = {s.config.name: s.created for s in await runtime.js.streams_info()}
     topology = contract.Topology({"default": ["scanner-1", "scanner-2"], "dmz": ["scanner-3"]})
-    await provision(runtime.js, topology)
+    assert await provision(runtime.js, topology) == []
     after = {s.config.name: s.created for s in await runtime.js.streams_info()}
     assert before == after
     assert set(after) >= {

@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_up)
     from scanfleet.cli.admin import add_admin_commands
     from scanfleet.cli.clients import add_clients_commands
+    from scanfleet.cli.cluster import add_cluster_command
+
+    add_cluster_command(sub)
 
     add_admin_commands(sub)
     add_clients_commands(sub)

@@ -64,7 +64,7 @@ def split_list(text: str | None) -> list[str]:
 
 async def deny_list(settings: Settings, directory: ClientDirectory, fleet: Sequence[ScannerView]) -> DenyList:
     """Everything no client may scan: built-in and configured ranges, and scanfleet's own hosts."""
-    hosts = hosts_of_urls([settings.nats_url, *(v.entry.url for v in fleet)])
+    hosts = hosts_of_urls([*settings.nats_urls, *(v.entry.url for v in fleet)])
     if settings.gateway_host not in ("0.0.0.0", "::", ""):
         hosts.add(settings.gateway_host)
     infrastructure: list[IPAddress] = []

@@ -43,7 +43,7 @@ log = logging.getLogger("scanfleet.bus")
 
 
 async def connect(
-    url: str,
+    url: str | list[str],
     *,
     name: str,
     connect_timeout: float = 5.0,
@@ -51,6 +51,9 @@ async def connect(
     password: str | None = None,
 ) -> NATS:
     """Connect with endless reconnects; connection events are logged, never raised.
+
+    ``url``: one server, or every server of a cluster (a list or comma-separated): the client
+    picks one and fails over to the others.
 
     With a ``user``, replies come to that user's own inbox prefix, the only one its NATS
     permissions let it subscribe to (``nats_auth.inbox_prefix``).
@@ -68,8 +71,9 @@ async def connect(
     async def on_closed() -> None:
         log.info("nats connection closed")
 
+    servers = [u.strip() for u in url.split(",") if u.strip()] if isinstance(url, str) else url
     return await nats.connect(
-        url,
+        servers,
         name=name,
         connect_timeout=connect_timeout,
         max_reconnect_attempts=-1,
@@ -97,31 +101,48 @@ def _differs(wanted: StreamConfig, current: StreamConfig) -> bool:
     return False
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream, or bring an existing one to ``config``; safe to run at every start."""
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> str | None:
+    """Create the stream, or bring an existing one to ``config``; safe to run at every start.
+
+    Returns what changed (None: nothing), replicas included: JetStream moves a stream to a
+    new replica count in place, and its consumers (replicas 0) follow it.
+    """
     assert config.name is not None
     try:
         info = await js.stream_info(config.name)
     except NotFoundError:
         await js.add_stream(config)
         log.info("created stream %s", config.name)
-        return
-    if _differs(config, info.config):
-        merged = StreamConfig.from_response({**info.config.as_dict(), **_set_fields(config)})
-        await js.update_stream(merged)
-        log.info("updated stream %s", config.name)
+        return f"created stream {config.name}" + _replicas_note(config.num_replicas)
+    if not _differs(config, info.config):
+        return None
+    merged = StreamConfig.from_response({**info.config.as_dict(), **_set_fields(config)})
+    await js.update_stream(merged)
+    log.info("updated stream %s", config.name)
+    return f"updated stream {config.name}" + _replicas_change(info.config.num_replicas, config.num_replicas)
+
+
+def _replicas_note(replicas: int | None) -> str:
+    return f" (replicas {replicas})" if replicas else ""
+
+
+def _replicas_change(before: int | None, after: int | None) -> str:
+    if after is None or (before or 1) == after:
+        return ""
+    return f" (replicas {before or 1} -> {after})"
 
 
 def _set_fields(config: StreamConfig) -> dict[str, Any]:
     return {k: v for k, v in config.as_dict().items() if v is not None}
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: contract.Bucket) -> KeyValue:
+async def provision_bucket(js: JetStreamContext, bucket: contract.Bucket, replicas: int) -> tuple[KeyValue, str | None]:
+    """Create the bucket or bring its stream to the contract and ``replicas``; what changed."""
     stream = contract.kv_stream(bucket.name)
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
-        return await js.create_key_value(
+        kv = await js.create_key_value(
             KeyValueConfig(
                 bucket=bucket.name,
                 description=bucket.description,
@@ -130,47 +151,64 @@ async def ensure_bucket(js: JetStreamContext, bucket: contract.Bucket) -> KeyVal
                 direct=bucket.direct,
                 storage=StorageType.FILE,
                 limit_marker_ttl=bucket.limit_marker_ttl,
+                replicas=replicas,
             )
         )
+        return kv, f"created bucket {bucket.name}" + _replicas_note(replicas)
     wanted = {
         "description": bucket.description,
         "max_msgs_per_subject": bucket.history,
         "max_age": bucket.ttl or 0.0,
+        "num_replicas": replicas,
     }
     current = info.config
-    if (current.description, current.max_msgs_per_subject, current.max_age or 0.0) != tuple(wanted.values()):
-        await js.update_stream(
-            StreamConfig.from_response(
-                {**current.as_dict(), **StreamConfig(**wanted).as_dict(), "name": stream}  # type: ignore[arg-type]
-            )
-        )
+    now = (current.description, current.max_msgs_per_subject, current.max_age or 0.0, current.num_replicas or 1)
+    changed = None
+    if now != tuple(wanted.values()):
+        # Only the fields we manage: StreamConfig's defaults would clear the bucket's own flags.
+        fields = {k: v for k, v in StreamConfig(**wanted).as_dict().items() if k in wanted}  # type: ignore[arg-type]
+        await js.update_stream(StreamConfig.from_response({**current.as_dict(), **fields, "name": stream}))
         log.info("updated bucket %s", bucket.name)
-    return await js.key_value(bucket.name)
+        changed = f"updated bucket {bucket.name}" + _replicas_change(current.num_replicas, replicas)
+    return await js.key_value(bucket.name), changed
 
 
-async def ensure_object_store(js: JetStreamContext, store: contract.ObjectBucket) -> None:
+async def ensure_object_store(js: JetStreamContext, store: contract.ObjectBucket, replicas: int = 1) -> str | None:
+    stream = contract.object_stream(store.name)
     try:
-        await js.stream_info(contract.object_stream(store.name))
+        info = await js.stream_info(stream)
     except NotFoundError:
         await js.create_object_store(
             store.name,
-            ObjectStoreConfig(description=store.description, ttl=store.ttl, storage=StorageType.FILE),
+            ObjectStoreConfig(
+                description=store.description, ttl=store.ttl, storage=StorageType.FILE, replicas=replicas
+            ),
         )
+        return f"created object store {store.name}" + _replicas_note(replicas)
+    if (info.config.num_replicas or 1) == replicas:
+        return None
+    await js.update_stream(StreamConfig.from_response({**info.config.as_dict(), "num_replicas": replicas}))
+    return f"updated object store {store.name}" + _replicas_change(info.config.num_replicas, replicas)
 
 
-async def provision(js: JetStreamContext, topology: contract.Topology) -> None:
-    """Create or update every stream, bucket, object store and consumer of the contract."""
+async def provision(js: JetStreamContext, topology: contract.Topology) -> list[str]:
+    """Create or update every stream, bucket, object store and consumer of the contract.
+
+    Returns what changed, one line each (empty when the server already matched).
+    """
+    changes: list[str | None] = []
     for stream in topology.streams():
-        await ensure_stream(js, stream)
+        changes.append(await ensure_stream(js, stream))
     for bucket in contract.BUCKETS:
-        await ensure_bucket(js, bucket)
+        changes.append((await provision_bucket(js, bucket, topology.replicas))[1])
     for store in contract.OBJECT_STORES:
-        await ensure_object_store(js, store)
+        changes.append(await ensure_object_store(js, store, topology.replicas))
     for stream_name, consumer in topology.consumers():
-        await ensure_consumer(js, stream_name, consumer)
+        changes.append(await ensure_consumer(js, stream_name, consumer))
+    return [c for c in changes if c is not None]
 
 
-async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> str | None:
     """Create or update a durable consumer, but only when it is missing or differs: a service
     whose NATS user may only read consumer info passes when provisioning already ran."""
     assert config.durable_name is not None
@@ -180,6 +218,8 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         current = None
     if current is None or any(current.get(k) != v for k, v in config.as_dict().items() if v is not None):
         await js.add_consumer(stream, config)
+        return f"{'created' if current is None else 'updated'} consumer {stream}/{config.durable_name}"
+    return None
 
 
 # Publishing and consuming ----------------------------------------------------------------

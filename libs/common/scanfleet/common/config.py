@@ -104,14 +104,27 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nessus_sweep_interval: float = 60.0
     # Validator: worker processes that parse big exports in parallel (unset: 2 on 2+ cores, 0 on one).
     validator_parse_workers: int | None = None
+    # Cluster: replicas of every stream, bucket and object store (1 on one server, 3 on a
+    # three-node cluster; provisioning brings an existing deployment to it). ``nats_url`` may
+    # list every server of a cluster, comma-separated.
+    nats_replicas: int = 1
+    # Keys sealing MCP's multi-round-trip requestState (a confirmation asked by one gateway
+    # answered through another), comma-separated, the first seals, every one unseals. Every
+    # gateway replica needs the same; unset, each process makes its own (one gateway only).
+    mcp_request_state_keys: str | None = None
 
     def __repr__(self) -> str:
         url = re.sub(r"//[^/@]*@", "//<credentials>@", self.nats_url)
         return (
             f"Settings(nats_url={url!r}, nats_user={self.nats_user!r}, "
             f"nats_password={'<set>' if self.nats_password else None}, "
-            f"credential_keys={'<set>' if self.credential_keys else None})"
+            f"credential_keys={'<set>' if self.credential_keys else None}, "
+            f"mcp_request_state_keys={'<set>' if self.mcp_request_state_keys else None})"
         )
+
+    @property
+    def nats_urls(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

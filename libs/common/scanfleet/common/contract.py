@@ -23,6 +23,7 @@ valid both as subject tokens and inside consumer names.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -629,6 +630,10 @@ def task_objects(task_id: str) -> list[tuple[str, str]]:
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_TASK_ID = "Scanfleet-Task-Id"
 HDR_SCHEMA = "Scanfleet-Schema"
+# Publish only if the subject's last message has this sequence ("0": the subject is empty).
+HDR_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+# JetStream's error code for a failed expected-sequence check (KV CAS uses it too).
+ERR_WRONG_LAST_SEQUENCE = 10071
 
 
 @dataclass(frozen=True)
@@ -638,9 +643,13 @@ class Topology:
     pools: dict[str, list[str]] = field(default_factory=dict)
     dispatch_ack_wait: float = DISPATCH_ACK_WAIT
     audit_max_age: float = AUDIT_MAX_AGE
+    # JetStream replicas of every stream, bucket and object store; consumers follow their stream.
+    replicas: int = 1
 
     def streams(self) -> list[StreamConfig]:
-        return [*STREAMS, audit_stream(self.audit_max_age)]
+        return [
+            dataclasses.replace(s, num_replicas=self.replicas) for s in [*STREAMS, audit_stream(self.audit_max_age)]
+        ]
 
     def consumers(self) -> list[tuple[str, ConsumerConfig]]:
         out = list(STATIC_CONSUMERS)

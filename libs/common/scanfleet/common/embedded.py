@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from scanfleet.common.nats_auth import server_config, write_private
+from scanfleet.common.nats_auth import ClusterRoutes, server_config, write_private
 
 LOOPBACK = "127.0.0.1"
 
@@ -49,8 +49,12 @@ class NatsServer:
         port: int | None = None,
         monitor_port: int | None = None,
         passwords: Mapping[str, str] | None = None,
+        cluster: ClusterRoutes | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.cluster = cluster
+        self.server_name = server_name
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or free_port(LOOPBACK)
@@ -58,7 +62,7 @@ class NatsServer:
         self.proc: subprocess.Popen[bytes] | None = None
         # Ports we picked may be taken between the pick and the bind; until the first start
         # succeeds (clients then know the port) we may simply pick others.
-        self._may_repick = port is None and monitor_port is None
+        self._may_repick = port is None and monitor_port is None and cluster is None
 
     @property
     def address(self) -> str:
@@ -101,17 +105,22 @@ class NatsServer:
             return
 
     def _launch(self, timeout: float) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Write the config and start the process; ``wait_ready`` waits for it to serve."""
         config = server_config(
             self.passwords,
             listen=f"{self.host}:{self.port}",
             monitor=f"{LOOPBACK}:{self.monitor_port}",
             store_dir=str(self.store_dir / "jetstream"),
-            server_name=f"scanfleet-{self.port}",
+            server_name=self.server_name or f"scanfleet-{self.port}",
+            cluster=self.cluster,
         )
         write_private(self.config_file, config)
         cmd = [nats_server_binary(), "-c", str(self.config_file), "-l", str(self.log_file)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -140,3 +149,113 @@ class NatsServer:
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)
         self.start()
+
+
+class NatsCluster:
+    """A JetStream cluster of ``size`` servers on loopback: client, route and monitoring ports
+    of their own, a store directory each under ``data_dir``, the same users on every one.
+
+    Servers elect a meta leader once a majority has met; ``start`` returns when every server
+    is healthy and a meta leader is known. Services connect with ``urls`` (all servers).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        size: int = 3,
+        passwords: Mapping[str, str] | None = None,
+        name: str = "scanfleet",
+        base_port: int | None = None,
+    ) -> None:
+        """``base_port``: clients on base+i, routes on base+100+i, monitoring on base+200+i."""
+
+        def port(offset: int, i: int) -> int:
+            return base_port + offset + i if base_port else free_port()
+
+        route_ports = [port(100, i) for i in range(size)]
+        routes = [f"nats-route://{LOOPBACK}:{p}" for p in route_ports]
+        self.servers = [
+            NatsServer(
+                Path(data_dir) / f"n{i + 1}",
+                port=port(0, i),
+                monitor_port=port(200, i),
+                passwords=passwords,
+                cluster=ClusterRoutes(name=name, listen=f"{LOOPBACK}:{route_ports[i]}", routes=routes),
+                server_name=f"n{i + 1}",
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.address for s in self.servers]
+
+    @property
+    def nats_url(self) -> str:
+        """Every server, comma-separated (``SCANFLEET_NATS_URL``)."""
+        return ",".join(self.urls)
+
+    def url_for(self, user: str) -> str:
+        return ",".join(s.url_for(user) for s in self.servers)
+
+    @property
+    def url(self) -> str:
+        return ",".join(s.url for s in self.servers)
+
+    def start(self, timeout: float = 30.0) -> None:
+        for server in self.servers:
+            server.store_dir.mkdir(parents=True, exist_ok=True)
+        launched = [s for s in self.servers if s.proc is None or s.proc.poll() is not None]
+        for server in launched:
+            server.launch()
+        for server in launched:
+            server.wait_ready(timeout)
+        self.wait_meta_leader(timeout)
+
+    def by_name(self, name: str) -> NatsServer:
+        return next(s for s in self.servers if s.server_name == name)
+
+    def meta_leader(self) -> str | None:
+        """The name of the server leading the JetStream meta group, as a live server reports it."""
+        for server in self.servers:
+            if server.proc is None or server.proc.poll() is not None:
+                continue
+            try:
+                jsz = httpx.get(f"http://{LOOPBACK}:{server.monitor_port}/jsz", timeout=1.0).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            leader = (jsz.get("meta_cluster") or {}).get("leader")
+            if leader:
+                return str(leader)
+        return None
+
+    def stream_leader(self, stream: str) -> str | None:
+        """The name of the server leading ``stream``'s replica group."""
+        for server in self.servers:
+            if server.proc is None or server.proc.poll() is not None:
+                continue
+            try:
+                jsz = httpx.get(
+                    f"http://{LOOPBACK}:{server.monitor_port}/jsz?streams=true&raft=true", timeout=1.0
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            for account in jsz.get("account_details") or []:
+                for detail in account.get("stream_detail") or []:
+                    if detail.get("name") == stream and (detail.get("cluster") or {}).get("leader"):
+                        return str(detail["cluster"]["leader"])
+        return None
+
+    def wait_meta_leader(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.meta_leader()
+            if leader:
+                return leader
+            time.sleep(0.1)
+        raise TimeoutError(f"no JetStream meta leader after {timeout}s")
+
+    def stop(self, *, kill: bool = False) -> None:
+        for server in self.servers:
+            server.stop(kill=kill)

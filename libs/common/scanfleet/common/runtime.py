@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
-from scanfleet.common.bus import connect, ensure_bucket, provision, publish
+from scanfleet.common.bus import connect, provision, publish
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import setup_logging
 from scanfleet.common.messages import DeadLetter, TaskEvent, encode, scrub_credentials, utcnow
@@ -47,6 +47,8 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # The clock scan windows are judged by (tests move it together with the emulators' clock).
     now: Callable[[], datetime] = utcnow
+    # What provisioning changed when this runtime opened (``scanfleet provision`` prints it).
+    provisioned: list[str] = field(default_factory=list)
 
     async def publish_event(self, record: TaskRecord, kind: contract.EventKind, detail: str | None = None) -> None:
         """Append a lifecycle event; the message id makes a retried publish a no-op."""
@@ -81,12 +83,15 @@ class Runtime:
 async def open_runtime(service: str, settings: Settings, *, topology: contract.Topology | None = None) -> Runtime:
     """Connect, make sure the contract exists (idempotent), and open the buckets."""
     nc = await connect(
-        settings.nats_url, name=f"scanfleet-{service}", user=settings.nats_user, password=settings.nats_password
+        settings.nats_urls, name=f"scanfleet-{service}", user=settings.nats_user, password=settings.nats_password
     )
     js = nc.jetstream()
     retention = settings.audit_retention_days * contract.DAY
-    await provision(js, dataclasses.replace(topology or contract.Topology(), audit_max_age=retention))
-    buckets = {b.name: await ensure_bucket(js, b) for b in contract.BUCKETS}
+    wanted = dataclasses.replace(
+        topology or contract.Topology(), audit_max_age=retention, replicas=settings.nats_replicas
+    )
+    changes = await provision(js, wanted)
+    buckets = {b.name: await js.key_value(b.name) for b in contract.BUCKETS}
     return Runtime(
         service=service,
         settings=settings,
@@ -103,6 +108,7 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
         schedules=buckets[contract.SCHEDULES_BUCKET],
         schedule_runs=buckets[contract.SCHEDULE_RUNS_BUCKET],
         nessus_scans=buckets[contract.NESSUS_SCANS_BUCKET],
+        provisioned=changes,
     )
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NoReturn
+
+from nats.js.errors import APIError
 
 from scanfleet.common import capacity, client_tasks, contract
 from scanfleet.common.bus import publish
@@ -29,29 +32,43 @@ async def enqueue(
     *,
     credentials: SealedCredentials | None = None,
     credential_ref: str | None = None,
+    if_absent: bool = False,
 ) -> str:
     """Publish the request of a ``queued`` task; returns its ``Nats-Msg-Id``.
 
     The message id counts the task's retries (``contract.request_msg_id``), so a retried
     task is a new message to the dispatcher and a repeated publish of the same try is not.
     A failed publish fails the task, so no record waits forever for a request that never went.
+
+    ``if_absent``: publish only when the task has no request in the stream (a repair after a
+    crash; the duplicate window alone would not cover a request older than the window).
     """
     request = request_of(record, credentials=credentials, credential_ref=credential_ref)
     msg_id = contract.request_msg_id(record.task_id, record.retries)
     headers = {contract.HDR_MSG_ID: msg_id, contract.HDR_TASK_ID: record.task_id}
+    if if_absent:
+        headers[contract.HDR_EXPECTED_LAST_SUBJECT_SEQ] = "0"
     try:
         await publish(rt.js, contract.request_subject(record.pool, record.task_id), encode(request), headers)
+    except APIError as exc:
+        if if_absent and exc.err_code == contract.ERR_WRONG_LAST_SEQUENCE:
+            return msg_id
+        await _fail_enqueue(rt, record, exc)
     except Exception as exc:
-        error = f"could not enqueue: {exc}"
-
-        def failed(r: TaskRecord) -> None:
-            r.error = error
-            r.error_reason = "enqueue_failed"
-
-        ended = await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
-        await _release_client_slot(rt, ended)
-        raise EnqueueFailed(error) from exc
+        await _fail_enqueue(rt, record, exc)
     return msg_id
+
+
+async def _fail_enqueue(rt: Runtime, record: TaskRecord, exc: Exception) -> NoReturn:
+    error = f"could not enqueue: {exc}"
+
+    def failed(r: TaskRecord) -> None:
+        r.error = error
+        r.error_reason = "enqueue_failed"
+
+    ended = await rt.tasks.transition(record.task_id, TaskState.FAILED, failed)
+    await _release_client_slot(rt, ended)
+    raise EnqueueFailed(error) from exc
 
 
 async def end_task(

@@ -58,7 +58,7 @@ class Admission:
             ) from None
 
     async def deny_list(self, fleet: Sequence[ScannerView] = ()) -> DenyList:
-        hosts = hosts_of_urls([self.settings.nats_url, *(v.entry.url for v in fleet)])
+        hosts = hosts_of_urls([*self.settings.nats_urls, *(v.entry.url for v in fleet)])
         if self.settings.gateway_host not in ("0.0.0.0", "::", ""):
             hosts.add(self.settings.gateway_host)
         for host in hosts - self._infrastructure.keys():

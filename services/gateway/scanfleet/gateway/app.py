@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.request_state import RequestStateSecurity
 from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -79,7 +80,11 @@ def create_app(rt: Runtime) -> FastAPI:
         resource_server_url=resource_url(settings),  # type: ignore[arg-type]
         validate_token_resource=True,
     )
-    mcp = build_mcp(gateway, results, guard, token_verifier=authenticator, auth=auth)
+    shared: dict[str, Any] = {}
+    if settings.mcp_request_state_keys:
+        keys = [k.strip() for k in settings.mcp_request_state_keys.split(",") if k.strip()]
+        shared["request_state_security"] = RequestStateSecurity(keys=keys)
+    mcp = build_mcp(gateway, results, guard, token_verifier=authenticator, auth=auth, **shared)
     security = transport_security(settings)
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp", host=settings.gateway_host, transport_security=security

@@ -11,11 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyWrongLastSequenceError
 
 from scanfleet.common import client_tasks, contract
-from scanfleet.common.bus import kv_get
-from scanfleet.common.contract import EventKind
 from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
 from scanfleet.common.messages import Priority, ScanType, utcnow
@@ -25,13 +22,14 @@ from scanfleet.common.registry import FleetMeta, ScannerView, fleet_view, read_f
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import Interval, Scope, Submission, contained, interval_of
 from scanfleet.common.targets import InvalidTarget, Target, parse_targets
-from scanfleet.common.task_ops import EnqueueFailed, enqueue
+from scanfleet.common.task_ops import EnqueueFailed
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.common.telemetry import current_trace_id, tracer
 from scanfleet.gateway import views
 from scanfleet.gateway.access import Caller, can_see_pool, can_see_task, visible_pools
 from scanfleet.gateway.admission import Admission
 from scanfleet.gateway.errors import GatewayError
+from scanfleet.gateway.intake import Intake
 from scanfleet.gateway.queue import QueueView
 from scanfleet.gateway.sealing import CredentialSealer
 
@@ -50,11 +48,6 @@ class SubmitScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     credential_ref: str | None = None
     credentials: TargetCredential | None = None
     priority: Priority = "normal"
-
-
-class IdempotencyClaim(msgspec.Struct, kw_only=True):
-    task_id: str
-    request_hash: str
 
 
 MAX_NAME = 200
@@ -111,6 +104,7 @@ class Gateway:
         self.mirror = FleetMirror(rt.registry, rt.capacity, rt.agents)
         self._mirroring: asyncio.Task[None] | None = None
         self.queue = QueueView(rt, self._fleet)
+        self.intake = Intake(rt)
 
     async def start(self) -> None:
         """Mirror the fleet from KV watches: a submission must not re-read every bucket."""
@@ -163,13 +157,7 @@ class Gateway:
             trace_id = current_trace_id() or secrets.token_hex(16)
             task_id = new_task_id()
             with task_context(task_id, trace_id):
-                key_hash = None
-                if submit.idempotency_key:
-                    key_hash = idempotency_key_hash(caller.id, submit.idempotency_key)
-                    existing = await self._claim(key_hash, task_id, digest)
-                    if existing is not None:
-                        await before_queue(existing["task_id"], parsed, pool, submit.scan_type)
-                        return existing
+                key_hash = idempotency_key_hash(caller.id, submit.idempotency_key) if submit.idempotency_key else None
                 record = TaskRecord(
                     task_id=task_id,
                     trace_id=trace_id,
@@ -187,27 +175,22 @@ class Gateway:
                     priority=submit.priority,
                     weight=caller.scope.weight,
                 )
-                await self._admit_active(caller, task_id)
                 try:
-                    await before_queue(task_id, parsed, pool, submit.scan_type)
-                    await self.rt.tasks.create(record)
-                except BaseException:
-                    await client_tasks.release_active(self.rt.client_tasks, caller.id, task_id)
-                    raise
-                await client_tasks.record_submission(self.rt.client_tasks, caller.id, task_id)
-                await self.rt.publish_event(record, EventKind.QUEUED)
-                try:
-                    await enqueue(
-                        self.rt,
+                    record, repeat = await self.intake.queue(
                         record,
-                        credentials=self.sealer.seal(submit.credentials, task_id),
-                        credential_ref=submit.credential_ref,
+                        key_hash=key_hash,
+                        digest=digest,
+                        admit_active=lambda t: self._admit_active(caller, t),
+                        audit=lambda t: before_queue(t, parsed, pool, submit.scan_type),
+                        seal=lambda t: self.sealer.seal(submit.credentials, t),
                     )
                 except EnqueueFailed as exc:
                     raise GatewayError(503, "enqueue_failed", "the request could not be queued; try again") from exc
+                if repeat:
+                    return {**views.status(record), "idempotent": True}
                 SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
-                placement = await self.queue.placement(pool, task_id, views_)
+                placement = await self.queue.placement(pool, record.task_id, views_, just_queued=True)
                 placement.update(window_delay(meta, pool, targets, self.rt.now(), placement))
         return views.submitted(record, placement, views_)
 
@@ -244,31 +227,6 @@ class Gateway:
                 headers={"Retry-After": "30"},
                 max_active=limit,
             )
-
-    async def _claim(self, key_hash: str, task_id: str, digest: str) -> dict[str, Any] | None:
-        """Claim the idempotency key; a repeat returns the first task, a different request 409."""
-        claim = msgspec.json.encode(IdempotencyClaim(task_id=task_id, request_hash=digest))
-        try:
-            await self.rt.idempotency.create(key_hash, claim)
-            return None
-        except KeyWrongLastSequenceError:
-            pass
-        entry = await kv_get(self.rt.idempotency, key_hash)
-        if entry is None or entry.value is None:
-            await self.rt.idempotency.put(key_hash, claim)
-            return None
-        previous = msgspec.json.decode(entry.value, type=IdempotencyClaim)
-        if previous.request_hash != digest:
-            raise GatewayError(
-                409,
-                "idempotency_conflict",
-                "this idempotency_key was already used for a different request",
-                task_id=previous.task_id,
-            )
-        record = await self.rt.tasks.get(previous.task_id)
-        if record is None:
-            raise GatewayError(409, "idempotency_conflict", "the task of this idempotency_key no longer exists")
-        return {**views.status(record), "idempotent": True}
 
     async def visible_fleet(self, caller: Caller) -> list[ScannerView]:
         return [v for v in await self._fleet() if can_see_pool(caller, v.entry.pool)]

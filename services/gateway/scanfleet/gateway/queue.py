@@ -1,7 +1,13 @@
 """Where a request stands in its pool's queue, how long it may wait, and pool load.
 
-Positions come from SCAN_REQUESTS itself (one subject per waiting task, task ids sort by
-submission time), so they are right even while no dispatcher runs. Wait estimates use the
+Positions come from SCAN_REQUESTS itself, so they are right even while no dispatcher runs.
+A request just queued is the pool's last: its position is the pool's depth, which the pool's
+durable dispatch consumer counts (``num_pending`` not yet delivered plus ``num_ack_pending``
+held by the dispatcher), one small reply whatever the depth. Submitting therefore never lists
+the queue. A submission racing others may count a request queued a moment after it, so its
+position is exact to within the submissions in flight. Asking later for a waiting task's
+position (status, queue views) lists the pool's subjects (one per waiting task, task ids sort
+by submission time): that is a read, not on the intake path. Wait estimates use the
 pool's usable capacity, its free slots and the moving average of recent scan durations
 that the dispatcher keeps in KV ``scan_pool_stats``.
 """
@@ -13,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from nats.js.errors import NotFoundError
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_get
@@ -52,6 +59,14 @@ class QueueView:
         self.rt = rt
         self.fleet: FleetSource = fleet or (lambda: fleet_view(rt.registry, rt.capacity, rt.agents))
 
+    async def depth(self, pool: str) -> int | None:
+        """Requests waiting in the pool, counted by its dispatch consumer; None without one."""
+        try:
+            info = await self.rt.js.consumer_info(contract.REQUESTS_STREAM, contract.dispatch_consumer_name(pool))
+        except NotFoundError:
+            return None
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
     async def waiting(self, pool: str) -> list[str]:
         """Task ids waiting in the pool, oldest first."""
         info = await self.rt.js.stream_info(
@@ -59,18 +74,33 @@ class QueueView:
         )
         return sorted(filter(None, map(contract.task_of_subject, info.state.subjects or {})))
 
+    async def _depth(self, pool: str) -> int:
+        depth = await self.depth(pool)
+        return len(await self.waiting(pool)) if depth is None else depth
+
     async def avg_duration(self, pool: str) -> PoolStats | None:
         entry = await kv_get(self.rt.pool_stats, pool)
         if entry is None or entry.value is None:
             return None
         return msgspec.json.decode(entry.value, type=PoolStats)
 
-    async def placement(self, pool: str, task_id: str, fleet: list[ScannerView] | None = None) -> dict[str, Any]:
-        """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue."""
+    async def placement(
+        self, pool: str, task_id: str, fleet: list[ScannerView] | None = None, *, just_queued: bool = False
+    ) -> dict[str, Any]:
+        """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue.
+
+        ``just_queued``: the task's request was published a moment ago, so it is last in line
+        and its position is the pool's depth; nothing is listed.
+        """
         fleet = fleet if fleet is not None else await self.fleet()
         members = [v for v in fleet if v.entry.pool == pool and v.usable]
-        waiting = await self.waiting(pool)
-        position = waiting.index(task_id) + 1 if task_id in waiting else None
+        depth = await self.depth(pool) if just_queued else None
+        if depth is not None:
+            position: int | None = max(depth, 1)
+        else:
+            waiting = await self.waiting(pool)
+            position = waiting.index(task_id) + 1 if task_id in waiting else None
+            depth = len(waiting)
         stats = await self.avg_duration(pool)
         wait = estimate_wait(
             position,
@@ -80,7 +110,7 @@ class QueueView:
         )
         return {
             "queue_position": position,
-            "queue_depth": len(waiting),
+            "queue_depth": depth,
             "estimated_wait_seconds": None if wait is None else round(wait, 1),
             "estimate_basis": (
                 f"moving average of {stats.samples} recent scan(s) in this pool: {stats.avg_duration_s:.0f}s"
@@ -99,7 +129,7 @@ class QueueView:
             out.append(
                 {
                     **views.pool_summary(name, members),
-                    "queue_depth": len(await self.waiting(name)),
+                    "queue_depth": await self._depth(name),
                     "avg_scan_duration_s": round(stats.avg_duration_s, 1) if stats else None,
                     "scanners": [views.scanner_load(v) for v in members],
                 }

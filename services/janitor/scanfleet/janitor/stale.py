@@ -11,6 +11,12 @@ by hand on a Nessus scanner is out of its reach by construction.
   task runs on another scanner, or it was requeued while this scanner's agent is dead.
   A task still dispatched or running on a dead agent's scanner keeps its slot: its
   assignment is redelivered when the agent returns, or the task goes stale and is ended.
+- A queued task whose request never reached SCAN_REQUESTS (its gateway died between writing
+  the record and publishing the request, and nobody retried with the idempotency key) is
+  failed with the reason ``request_lost`` and dead-lettered, once it is ``REQUEST_GRACE``
+  old. Only records younger than ``REQUEST_CHECK_UNTIL`` are checked, one direct read each,
+  so a deep queue costs the sweep no more than the recent submissions; an older one that a
+  stopped janitor missed is left to the stale limit.
 - An ended task without an expiry lease (its terminal event predates the janitor, or a
   marker was missed) gets one, counted from when it ended.
 """
@@ -18,10 +24,12 @@ by hand on a Nessus scanner is out of its reach by construction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
+from nats.js.errors import NotFoundError
 
 from scanfleet.common import capacity, contract, expiry
 from scanfleet.common.bus import kv_items
@@ -36,6 +44,19 @@ from scanfleet.janitor import metrics
 log = logging.getLogger("scanfleet.janitor")
 
 _S = TaskState
+
+
+REQUEST_GRACE = 60.0
+REQUEST_CHECK_UNTIL = 3600.0
+
+REQUEST_LOST = "request_lost"
+
+
+def request_check_due(record: TaskRecord, now: datetime) -> bool:
+    """A queued first try old enough that its request must be in the stream, young enough to look."""
+    if record.state is not _S.QUEUED or record.paused or record.retries != 0:
+        return False
+    return REQUEST_GRACE < (now - record.created_at).total_seconds() <= REQUEST_CHECK_UNTIL
 
 
 @dataclass(frozen=True)
@@ -120,12 +141,27 @@ class Sweeper:
                     report.armed.append(task_id)
                 continue
             stale = stale_reason(record, now, self.limits)
+            if stale is None and request_check_due(record, now) and not await self._has_request(record):
+                stale = Stale(_S.FAILED, REQUEST_LOST, "queued, but its request never reached the queue")
             if stale is not None and await self._end(record, stale):
                 report.ended[task_id] = stale.reason
         report.released = await self._release_slots()
         if report.ended or report.released:
             log.warning("sweep: ended %s, released %s", report.ended, report.released)
         return report
+
+    async def _has_request(self, record: TaskRecord) -> bool:
+        try:
+            subject = contract.request_subject(record.pool, record.task_id)
+            await self.rt.js.get_last_msg(contract.REQUESTS_STREAM, subject)
+        except NotFoundError:
+            return False
+        return True
+
+    def _still(self, stale: Stale) -> Callable[[TaskRecord], bool]:
+        if stale.reason == REQUEST_LOST:
+            return lambda fresh: fresh.state is _S.QUEUED and fresh.retries == 0 and not fresh.paused
+        return lambda fresh: stale_reason(fresh, utcnow(), self.limits) is not None
 
     async def _end(self, record: TaskRecord, stale: Stale) -> bool:
         with task_context(record.task_id, record.trace_id):
@@ -136,7 +172,7 @@ class Sweeper:
                 reason=stale.reason,
                 error=stale.message,
                 fallback=TaskState.FAILED,
-                still=lambda fresh: stale_reason(fresh, utcnow(), self.limits) is not None,
+                still=self._still(stale),
             )
             if ended is None:
                 return False

@@ -1,0 +1,77 @@
+"""A three-node JetStream cluster on loopback: replicas provisioned and raised in place,
+services connecting with every server's URL, and a submission surviving its server's death."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scanfleet.common import contract
+from scanfleet.common.bus import provision
+from scanfleet.common.config import Settings
+from scanfleet.common.embedded import NatsCluster
+from scanfleet.common.runtime import close, open_runtime
+from tests.helpers import until
+
+TOPOLOGY = contract.Topology({"default": ["scanner-1"]})
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nodes = NatsCluster(tmp_path / "cluster")
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop(kill=True)
+
+
+async def test_an_r1_deployment_is_brought_to_three_replicas_and_reports_it(cluster: NatsCluster) -> None:
+    rt = await open_runtime("test", Settings(nats_url=cluster.nats_url), topology=TOPOLOGY)
+    try:
+        assert any(change.startswith("created stream SCAN_REQUESTS") for change in rt.provisioned)
+        assert (await rt.js.stream_info(contract.REQUESTS_STREAM)).config.num_replicas == 1
+
+        changes = await provision(rt.js, dataclasses.replace(TOPOLOGY, replicas=3))
+
+        streams = {s.name for s in TOPOLOGY.streams() if s.name}
+        buckets = {contract.kv_stream(b.name) for b in contract.BUCKETS}
+        stores = {contract.object_stream(o.name) for o in contract.OBJECT_STORES}
+        for name in streams | buckets | stores:
+            info = await rt.js.stream_info(name)
+            assert info.config.num_replicas == 3, name
+        assert f"updated stream {contract.REQUESTS_STREAM} (replicas 1 -> 3)" in changes
+        assert f"updated bucket {contract.TASKS_BUCKET} (replicas 1 -> 3)" in changes
+        assert f"updated object store {contract.OBJECT_STORES[0].name} (replicas 1 -> 3)" in changes
+        assert len([c for c in changes if "replicas 1 -> 3" in c]) == len(streams | buckets | stores)
+        assert await provision(rt.js, dataclasses.replace(TOPOLOGY, replicas=3)) == []
+    finally:
+        await close(rt)
+
+
+async def test_services_fail_over_to_another_server_of_the_cluster(cluster: NatsCluster) -> None:
+    settings = Settings(nats_url=cluster.nats_url, nats_replicas=3)
+    rt = await open_runtime("test", settings, topology=TOPOLOGY)
+    try:
+        served_by = rt.nc.connected_url
+        assert served_by is not None
+        victim = next(s for s in cluster.servers if s.port == served_by.port)
+        await rt.tasks.kv.put("before", b"1")
+        victim.stop(kill=True)
+
+        async def moved() -> bool:
+            url = rt.nc.connected_url
+            return bool(rt.nc.is_connected and url is not None and url.port != victim.port)
+
+        # A publish written to the dying connection is lost with it (services retry); wait for the move.
+        await until(moved, "the client to reconnect to another server", within=20.0)
+        ack = await rt.js.publish(contract.request_subject("default", "t-after"), b"{}", timeout=20)
+        assert ack.stream == contract.REQUESTS_STREAM
+        assert (await rt.tasks.kv.get("before")).value == b"1"
+        victim.start()
+        cluster.wait_meta_leader()
+    finally:
+        await close(rt)
