@@ -8,8 +8,10 @@ waiting task's position there, and estimates a new submission's (not yet seen by
 dispatcher) with ``place``, which replays the policy's choice (``routing.plan`` rule (e)) over
 that snapshot without listing the queue.
 
-Approximations: a targeted request is ordered as if its scanner were free, and requests a
-scan window holds are listed after the startable ones (``startable`` counts those).
+Approximations: a targeted request is ordered as if its scanner were free; requests a scan
+window holds are listed after the startable ones (``startable`` counts those); a newcomer from
+a client whose only waiting requests a window holds does not move the newcomers' virtual-time
+floor as the policy would; and the snapshot is up to a throttle period old.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ RESERVED_CLASS = -1
 
 
 class ClientState(msgspec.Struct, kw_only=True, array_like=True):
-    weight: float
+    weight: float  # 0 when the client has no startable request: its newcomer's weight applies
     vtime: float  # start-time fair queueing: the client's virtual time before the listed order
     running: int  # slots of the pool it holds
 
@@ -87,7 +89,8 @@ def place(order: QueueOrder, client: str, priority: Priority, weight: float = 1.
     state = {i: order.clients[i] for i in queues if i < len(order.clients)}
     vtime = {i: (state[i].vtime if i in state else order.floor) for i in queues}
     share = {i: float(state[i].running if i in state else 0) for i in queues}
-    weights = {i: max(state[i].weight if i in state else weight, 1e-9) for i in queues}
+    # A client with no startable request takes the weight its new request carries.
+    weights = {i: max((state[i].weight if i in state else 0.0) or weight, 1e-9) for i in queues}
     heads = {i: 0 for i in queues}
 
     def rank(i: int) -> tuple[int, float, float, int, int]:

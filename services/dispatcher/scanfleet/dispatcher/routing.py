@@ -25,8 +25,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from scanfleet.common.messages import PRIORITIES, Priority
+from scanfleet.common.queue_order import RESERVED_CLASS, ClientState, QueueOrder
 
 DEFAULT_AGING = 600.0
 RANK = {p: i for i, p in enumerate(PRIORITIES)}
@@ -163,6 +165,47 @@ def order(
     )
     entries += [(w, effective_class(w, aging, now)) for w in later[: max(0, cap - len(entries))]]
     return Ordered(entries, startable, *state, fair.floor)
+
+
+def snapshot(
+    pool: str,
+    ordered: Ordered,
+    *,
+    depth: int,
+    at: datetime,
+    running: Mapping[str, int] | None = None,
+    served: Mapping[str, float] | None = None,
+) -> QueueOrder:
+    """What the gateway needs of ``ordered`` to place a waiting task and a newcomer
+    (``queue_order.place``): per client the state a new request of its would meet."""
+    running = running or {}
+    names: dict[str, int] = {}
+    client_of = []
+    for w, _ in ordered.entries:
+        client_of.append(names.setdefault(w.client, len(names)))
+    for client in [*running, *(served or {})]:
+        names.setdefault(client, len(names))
+    clients = [
+        ClientState(
+            weight=ordered.weights.get(client, 0.0),
+            vtime=ordered.vtime.get(client, max(ordered.floor, (served or {}).get(client, ordered.floor))),
+            running=running.get(client, 0),
+        )
+        for client in names
+    ]
+    return QueueOrder(
+        pool=pool,
+        at=at,
+        depth=depth,
+        startable=ordered.startable,
+        tasks=[w.task_id for w, _ in ordered.entries],
+        client_of=client_of,
+        classes=[RESERVED_CLASS if cls is None else cls for _, cls in ordered.entries],
+        seqs=[w.seq for w, _ in ordered.entries],
+        client_names=list(names),
+        clients=clients,
+        floor=ordered.floor,
+    )
 
 
 def plan(
