@@ -207,7 +207,7 @@ class Gateway:
                     raise GatewayError(503, "enqueue_failed", "the request could not be queued; try again") from exc
                 SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
-                placement = await self.queue.placement(pool, task_id, views_)
+                placement = await self.queue.placement(pool, task_id, views_, record=record)
                 placement.update(window_delay(meta, pool, targets, self.rt.now(), placement))
         return views.submitted(record, placement, views_)
 
@@ -343,7 +343,7 @@ class Gateway:
         out = views.status(record)
         out["priority"] = record.priority
         if record.state is TaskState.QUEUED:
-            placement = await self.queue.placement(record.pool, task_id)
+            placement = await self.queue.placement(record.pool, task_id, record=record)
             placement.update(
                 window_delay(
                     await read_fleet_meta(self.rt.registry), record.pool, record.targets, self.rt.now(), placement

@@ -1,7 +1,10 @@
 """Where a request stands in its pool's queue, how long it may wait, and pool load.
 
-Positions come from SCAN_REQUESTS itself (one subject per waiting task, task ids sort by
-submission time), so they are right even while no dispatcher runs. Wait estimates use the
+Positions come from the waiting order the dispatcher publishes (``queue_order``: by priority
+and fair share, as its policy will start them); a task it has not listed yet is placed by
+replaying the policy over that snapshot. With no live snapshot (no dispatcher running) they
+come from SCAN_REQUESTS itself (one subject per waiting task, task ids sort by submission
+time). Wait estimates use the
 pool's usable capacity, its free slots and the moving average of recent scan durations
 that the dispatcher keeps in KV ``scan_pool_stats``.
 """
@@ -14,12 +17,14 @@ from typing import Any
 
 import msgspec
 
-from scanfleet.common import contract
+from scanfleet.common import contract, queue_order
 from scanfleet.common.bus import kv_get
 from scanfleet.common.client_tasks import active_tasks
 from scanfleet.common.clients import Role
+from scanfleet.common.messages import utcnow
 from scanfleet.common.registry import ScannerView, fleet_view
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.tasks import TaskRecord
 from scanfleet.gateway import views
 from scanfleet.gateway.access import Caller, can_see_pool, can_see_task
 
@@ -44,6 +49,19 @@ def estimate_wait(position: int | None, free: int, capacity: int, avg_duration: 
     return math.ceil((position - free) / capacity) * avg_duration
 
 
+def placed(order: queue_order.QueueOrder, task_id: str, record: TaskRecord | None) -> tuple[int | None, int]:
+    """(position, depth) of a task from a published order: its index when listed, else where
+    the policy would put it as a newcomer (the order does not count it yet, unless truncated)."""
+    position = queue_order.position_of(order, task_id)
+    if position is not None or record is None:
+        return position, order.depth
+    listed = len(order.tasks)
+    position = queue_order.place(order, record.submitted_by or "", record.priority, record.weight)
+    if order.depth > listed:
+        return max(position, listed + 1), order.depth
+    return position, order.depth + 1
+
+
 FleetSource = Callable[[], Awaitable[list[ScannerView]]]
 
 
@@ -65,12 +83,33 @@ class QueueView:
             return None
         return msgspec.json.decode(entry.value, type=PoolStats)
 
-    async def placement(self, pool: str, task_id: str, fleet: list[ScannerView] | None = None) -> dict[str, Any]:
-        """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue."""
+    async def published_order(self, pool: str) -> queue_order.QueueOrder | None:
+        """The pool's waiting order as the dispatcher last published it; None if none is live."""
+        entry = await kv_get(self.rt.pool_stats, contract.pool_order_key(pool))
+        if entry is None or not entry.value:
+            return None
+        try:
+            order = queue_order.decode(entry.value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return order if (utcnow() - order.at).total_seconds() <= queue_order.STALE_AFTER_S else None
+
+    async def placement(
+        self, pool: str, task_id: str, fleet: list[ScannerView] | None = None, *, record: TaskRecord | None = None
+    ) -> dict[str, Any]:
+        """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue.
+
+        ``record`` (its client, priority, weight) places a task the published order does not
+        list yet, such as one just submitted."""
         fleet = fleet if fleet is not None else await self.fleet()
         members = [v for v in fleet if v.entry.pool == pool and v.usable]
-        waiting = await self.waiting(pool)
-        position = waiting.index(task_id) + 1 if task_id in waiting else None
+        order = await self.published_order(pool)
+        if order is not None:
+            position, depth = placed(order, task_id, record)
+        else:
+            waiting = await self.waiting(pool)
+            position = waiting.index(task_id) + 1 if task_id in waiting else None
+            depth = len(waiting)
         stats = await self.avg_duration(pool)
         wait = estimate_wait(
             position,
@@ -80,7 +119,7 @@ class QueueView:
         )
         return {
             "queue_position": position,
-            "queue_depth": len(waiting),
+            "queue_depth": depth,
             "estimated_wait_seconds": None if wait is None else round(wait, 1),
             "estimate_basis": (
                 f"moving average of {stats.samples} recent scan(s) in this pool: {stats.avg_duration_s:.0f}s"
