@@ -35,6 +35,7 @@ from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.dispatcher.service import Dispatcher
 from scanfleet.emulator.app import create_app
 from scanfleet.emulator.state import EmulatorState
+from scanfleet.gateway.queue import QueueView
 from scanfleet.janitor.scheduler import Scheduler
 from tests.helpers import ACCESS_KEY, SECRET_KEY, FakeClock, add_client, make_config, until
 
@@ -330,6 +331,32 @@ async def test_a_flood_from_one_client_does_not_delay_another_beyond_the_next_fr
         await capacity.release(rt.capacity, KEY, "flood-00")  # one scan ends: the next free slot
         await until(lambda: _state_is(rt, "small", TaskState.DISPATCHED), "the other client's scan to start")
         assert await state_of(rt, "flood-02") is TaskState.QUEUED
+
+
+async def test_the_gateway_places_tasks_by_the_order_the_dispatcher_publishes(rt: Runtime, clock: FakeClock) -> None:
+    queue = QueueView(rt)
+    async with dispatching(rt, fleet_with_window(limit=2)):
+        for i in range(10):
+            await submit(rt, f"flood-{i:02}", ["10.8.0.1"], client="flooder")
+        await until(lambda: _state_is(rt, "flood-01", TaskState.DISPATCHED), "the flood to fill the scanner")
+        await submit(rt, "small", ["10.8.0.2"], client="other")
+
+        async def first(task_id: str) -> dict[str, Any] | None:
+            placement = await queue.placement(POOL, task_id)
+            return placement if placement["queue_position"] == 1 else None
+
+        placement = await until(lambda: first("small"), "the published order to put the other client first")
+        assert placement["queue_depth"] == 9, "listed by the dispatcher: the 8 left of the flood and this one"
+        assert (await queue.placement(POOL, "flood-02"))["queue_position"] == 2
+        assert (await queue.placement(POOL, "flood-09"))["queue_position"] == 9
+        # Not seen by the dispatcher yet: placed by replaying its policy over the snapshot.
+        newer = record_for("newer", ["10.8.0.3"], client="third")
+        estimate = await queue.placement(POOL, "newer", record=newer)
+        assert (estimate["queue_position"], estimate["queue_depth"]) == (2, 10)
+        newer.priority = "high"
+        assert (await queue.placement(POOL, "newer", record=newer))["queue_position"] == 1
+        flood = record_for("flood-new", ["10.8.0.1"], client="flooder")
+        assert (await queue.placement(POOL, "flood-new", record=flood))["queue_position"] == 10
 
 
 async def _state_is(rt: Runtime, task_id: str, state: TaskState) -> bool:
