@@ -346,6 +346,7 @@ async def test_the_gateway_places_tasks_by_the_order_the_dispatcher_publishes(rt
             return placement if placement["queue_position"] == 1 else None
 
         placement = await until(lambda: first("small"), "the published order to put the other client first")
+        assert placement is not None
         assert placement["queue_depth"] == 9, "listed by the dispatcher: the 8 left of the flood and this one"
         assert (await queue.placement(POOL, "flood-02"))["queue_position"] == 2
         assert (await queue.placement(POOL, "flood-09"))["queue_position"] == 9
