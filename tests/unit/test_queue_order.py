@@ -75,7 +75,7 @@ def test_a_newcomer_is_placed_where_plan_would_start_it(
     published = queue_order.decode(
         queue_order.encode(snapshot("p", ordered, depth=len(waiting), at=AT, running=running, served=served))
     )
-    known = {w.client: w.weight for w in waiting}
+    known = {w.client: w.weight for w in waiting}  # a client's weight is its scope's, on every request
     newcomer = Waiting(
         task_id="new",
         seq=len(waiting),
@@ -85,7 +85,7 @@ def test_a_newcomer_is_placed_where_plan_would_start_it(
         submitted=NOW,
     )
     expected = started([*waiting, newcomer], running, served, len(waiting) + 1).index("new") + 1
-    assert queue_order.place(published, client, priority, weight) == expected
+    assert queue_order.place(published, client, priority, newcomer.weight) == expected
 
 
 def test_a_listed_task_s_position_is_its_index_and_an_unlisted_one_has_none() -> None:
