@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,18 +22,22 @@ from scanfleet.agent.lifecycle import Lifecycle
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
+from scanfleet.common.clients import ClientDirectory, Role
 from scanfleet.common.config import parse_fleet
 from scanfleet.common.contract import instance_key
 from scanfleet.common.credentials import CredentialStore
 from scanfleet.common.messages import Assignment, Heartbeat, ScanRequest, encode, utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.scope import Scope
 from scanfleet.common.task_ops import enqueue
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.dispatcher.service import Dispatcher
 from scanfleet.emulator.app import create_app
 from scanfleet.emulator.state import EmulatorState
-from tests.helpers import ACCESS_KEY, SECRET_KEY, FakeClock, make_config, until
+from scanfleet.gateway.queue import QueueView
+from scanfleet.janitor.scheduler import Scheduler
+from tests.helpers import ACCESS_KEY, SECRET_KEY, FakeClock, add_client, make_config, until
 
 POOL, INSTANCE = "default", "scanner-1"
 KEY = instance_key(POOL, INSTANCE)
@@ -198,6 +203,43 @@ async def test_a_stop_window_stops_the_scan_and_records_its_unscanned_hosts(rt: 
         assert emulator.status(scan, clock()) in {"stopping", "canceled"}
 
 
+async def test_a_window_stopped_scan_is_rolled_over_once_and_the_rollover_waits_for_the_window(
+    rt: Runtime, clock: FakeClock, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    add_client(clients, "agent-a", Role.AGENT, Scope(targets=["10.9.0.0/16"]))
+    janitors = [Scheduler(rt, ClientDirectory(clients), holder=h) for h in ("janitor-1", "janitor-2")]
+    async with emulated(clock) as (_, client), dispatching(rt, fleet_with_window(on_running="stop")) as dispatcher:
+        assignment = await dispatched(rt, "win-roll")
+        run = asyncio.create_task(lifecycle(rt, client, assignment).run())
+        await until(lambda: _state_is(rt, "win-roll", TaskState.RUNNING), "the scan to run")
+        clock.advance(120)  # 12:01: the window stops the scan
+        await asyncio.wait_for(run, timeout=30)
+        stopped = await rt.tasks.get("win-roll")
+        assert stopped is not None and stopped.error_reason == "window_stopped" and not stopped.auto_rollover
+
+        rolled_id = await janitors[0].rollover(stopped)
+        assert rolled_id is not None
+        assert await janitors[1].rollover(stopped) is None, "rolled over once, however many janitors look"
+        rolled = await rt.tasks.get(rolled_id)
+        assert rolled is not None and rolled.rollover_of == "win-roll"
+        assert sorted(rolled.targets) == sorted(stopped.unscanned) == IN_WINDOW
+        await until(lambda: _holds(dispatcher, rolled_id), "the dispatcher to hold the rollover")
+        assert await state_of(rt, rolled_id) is TaskState.QUEUED, "held while the window lasts"
+        clock.advance(60 * 60)  # 13:01: the window is over
+        await until(lambda: _state_is(rt, rolled_id, TaskState.DISPATCHED), "the rollover to start after the window")
+
+
+async def test_a_timed_out_scan_not_asking_for_a_rollover_and_not_window_stopped_is_not_rolled_over(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    add_client(clients, "agent-a", Role.AGENT, Scope(targets=["10.9.0.0/16"]))
+    record = record_for("plain-timeout", IN_WINDOW)
+    record.state, record.hosts_left, record.error_reason = TaskState.TIMEOUT, IN_WINDOW, "deadline"
+    assert await Scheduler(rt, ClientDirectory(clients)).rollover(record) is None
+
+
 async def test_a_scan_dispatched_just_before_the_blackout_is_handed_back_not_launched(
     rt: Runtime, clock: FakeClock
 ) -> None:
@@ -289,6 +331,33 @@ async def test_a_flood_from_one_client_does_not_delay_another_beyond_the_next_fr
         await capacity.release(rt.capacity, KEY, "flood-00")  # one scan ends: the next free slot
         await until(lambda: _state_is(rt, "small", TaskState.DISPATCHED), "the other client's scan to start")
         assert await state_of(rt, "flood-02") is TaskState.QUEUED
+
+
+async def test_the_gateway_places_tasks_by_the_order_the_dispatcher_publishes(rt: Runtime, clock: FakeClock) -> None:
+    queue = QueueView(rt)
+    async with dispatching(rt, fleet_with_window(limit=2)):
+        for i in range(10):
+            await submit(rt, f"flood-{i:02}", ["10.8.0.1"], client="flooder")
+        await until(lambda: _state_is(rt, "flood-01", TaskState.DISPATCHED), "the flood to fill the scanner")
+        await submit(rt, "small", ["10.8.0.2"], client="other")
+
+        async def first(task_id: str) -> dict[str, Any] | None:
+            placement = await queue.placement(POOL, task_id)
+            return placement if placement["queue_position"] == 1 else None
+
+        placement = await until(lambda: first("small"), "the published order to put the other client first")
+        assert placement is not None
+        assert placement["queue_depth"] == 9, "listed by the dispatcher: the 8 left of the flood and this one"
+        assert (await queue.placement(POOL, "flood-02"))["queue_position"] == 2
+        assert (await queue.placement(POOL, "flood-09"))["queue_position"] == 9
+        # Not seen by the dispatcher yet: placed by replaying its policy over the snapshot.
+        newer = record_for("newer", ["10.8.0.3"], client="third")
+        estimate = await queue.placement(POOL, "newer", record=newer)
+        assert (estimate["queue_position"], estimate["queue_depth"]) == (2, 10)
+        newer.priority = "high"
+        assert (await queue.placement(POOL, "newer", record=newer))["queue_position"] == 1
+        flood = record_for("flood-new", ["10.8.0.1"], client="flooder")
+        assert (await queue.placement(POOL, "flood-new", record=flood))["queue_position"] == 10
 
 
 async def _state_is(rt: Runtime, task_id: str, state: TaskState) -> bool:

@@ -496,7 +496,11 @@ BUCKETS: list[Bucket] = [
         limit_marker_ttl=EXPIRY_MARKER_TTL,
     ),
     Bucket(LEASES_BUCKET, "Leader leases, key <role> (dispatcher): holder and expiry, renewed by CAS"),
-    Bucket(POOL_STATS_BUCKET, "Per-pool scan statistics, key <pool>: moving average of scan durations"),
+    Bucket(
+        POOL_STATS_BUCKET,
+        "Per-pool scan statistics, key <pool>: moving average of scan durations; "
+        "order.<pool>: the waiting order as the dispatcher's policy sees it",
+    ),
     Bucket(
         CLIENT_TASKS_BUCKET,
         "Tasks by client: key task.<client>.<task_id> per submission, active.<client> the unended ones",
@@ -514,6 +518,11 @@ BUCKETS: list[Bucket] = [
         "Nessus scans scanfleet created, key <pool>.<instance>.<scan_id>: the agents delete these and no others",
     ),
 ]
+
+
+def pool_order_key(pool: str) -> str:
+    """Key in ``POOL_STATS_BUCKET`` of the pool's published waiting order (``queue_order``)."""
+    return f"order.{pool}"
 
 
 def schedule_key(owner: str, schedule_id: str) -> str:

@@ -3,8 +3,9 @@
 A blackout starts at each fire time of a cron expression (five fields, read in the window's
 own time zone, so "09:00 on weekdays" follows daylight saving) and lasts ``duration``. While
 one is in force no new scan starts on the targets it covers; a scan already running is paused
-(``on_running: pause``) and resumed when it ends, or stopped (``stop``) with its unscanned hosts
-recorded for a rollover. A window with no ``targets`` covers every target of its pool (pool
+(``on_running: pause``) and resumed when it ends, or stopped (``stop``, ending the task
+``timeout`` with reason ``WINDOW_STOPPED``) with its unscanned hosts recorded, which the janitor
+rolls over. A window with no ``targets`` covers every target of its pool (pool
 windows) or of every pool (fleet windows). Host-name targets are matched only by windows that
 cover every target: their addresses are unknown until the scanner resolves them.
 
@@ -25,6 +26,8 @@ from scanfleet.common.scope import Interval, first_overlap, interval_of, parse_r
 from scanfleet.common.targets import InvalidTarget, parse_target
 
 OnRunning = Literal["pause", "stop"]
+# The ``error_reason`` of a task a window stopped: the janitor queues its rollover.
+WINDOW_STOPPED = "window_stopped"
 # Chained or overlapping occurrences are followed this far before giving up (a window that
 # never ends, e.g. "* * * * *" lasting two minutes, is reported as ending at the horizon).
 MAX_CHAIN = 512

@@ -25,8 +25,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from scanfleet.common.messages import PRIORITIES, Priority
+from scanfleet.common.queue_order import RESERVED_CLASS, ClientState, QueueOrder
 
 DEFAULT_AGING = 600.0
 RANK = {p: i for i, p in enumerate(PRIORITIES)}
@@ -70,6 +72,142 @@ def effective_class(w: Waiting, aging: float, now: float) -> int:
     return max(0, base - int(max(0.0, now - w.submitted) // aging))
 
 
+@dataclass
+class _FairQueues:
+    """Rule (e)'s state: per client its startable requests as a heap in (class, seq) order,
+    its weight, slots held, and virtual time (``floor`` for a client that was not waiting)."""
+
+    queues: dict[str, list[tuple[int, int, Waiting]]]
+    weights: dict[str, float]
+    share: dict[str, float]
+    vtime: dict[str, float]
+    floor: float
+
+    @classmethod
+    def of(
+        cls,
+        waiting: Sequence[Waiting],
+        *,
+        running: Mapping[str, int] | None,
+        served: Mapping[str, float] | None,
+        now: float,
+        aging: float,
+    ) -> _FairQueues:
+        queues: dict[str, list[tuple[int, int, Waiting]]] = {}
+        weights: dict[str, float] = {}
+        for w in waiting:
+            if w.held_by is not None or w.not_before > now:
+                continue
+            queue = queues.get(w.client)
+            if queue is None:
+                queue = queues[w.client] = []
+                weights[w.client] = w.weight
+            queue.append((effective_class(w, aging, now) if w.priority != "high" else 0, w.seq, w))
+        for queue in queues.values():
+            heapq.heapify(queue)
+        share = {client: float((running or {}).get(client, 0)) for client in queues}
+        # A newcomer starts at the start tag of the least served waiting client's last start.
+        known = [v - 1.0 / max(weights[c], 1e-9) for c, v in (served or {}).items() if c in queues]
+        floor = max(0.0, min(known, default=0.0))
+        vtime = {client: max(floor, (served or {}).get(client, floor)) for client in queues}
+        return cls(queues, weights, share, vtime, floor)
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """The waiting requests in the order ``plan`` would start them if slots freed one at a time:
+    those already holding a slot (class ``None``), then the startable ones by rule (e) (a
+    targeted request as if its scanner were free), then those a scan window holds (by when
+    they may start). ``vtime``/``share``/``weights``/``floor``: rule (e)'s state before the order."""
+
+    entries: list[tuple[Waiting, int | None]]
+    startable: int
+    vtime: dict[str, float]
+    share: dict[str, float]
+    weights: dict[str, float]
+    floor: float
+
+
+def order(
+    waiting: Sequence[Waiting],
+    *,
+    running: Mapping[str, int] | None = None,
+    served: Mapping[str, float] | None = None,
+    now: float = 0.0,
+    aging: float = DEFAULT_AGING,
+    limit: int | None = None,
+) -> Ordered:
+    """The policy's waiting order (see ``Ordered``), the first ``limit`` requests of it."""
+    fair = _FairQueues.of(waiting, running=running, served=served, now=now, aging=aging)
+    state = (dict(fair.vtime), dict(fair.share), dict(fair.weights))
+    cap = len(waiting) if limit is None else limit
+    reserved = sorted((w for w in waiting if w.held_by is not None), key=lambda w: w.seq)
+    entries: list[tuple[Waiting, int | None]] = [(w, None) for w in reserved[:cap]]
+    vtime, share, weights = fair.vtime, fair.share, fair.weights
+
+    def rank(client: str) -> tuple[int, float, float, int, str]:
+        cls, seq, _ = fair.queues[client][0]
+        return (cls, vtime[client], share[client] / max(weights[client], 1e-9), seq, client)
+
+    heap = [rank(client) for client in fair.queues]
+    heapq.heapify(heap)
+    while heap and len(entries) < cap:
+        client = heapq.heappop(heap)[-1]
+        cls, _, w = heapq.heappop(fair.queues[client])
+        entries.append((w, cls))
+        share[client] += 1.0
+        vtime[client] += 1.0 / max(weights[client], 1e-9)
+        if fair.queues[client]:
+            heapq.heappush(heap, rank(client))
+    startable = len(entries)
+    later = sorted(
+        (w for w in waiting if w.held_by is None and w.not_before > now), key=lambda w: (w.not_before, w.seq)
+    )
+    entries += [(w, effective_class(w, aging, now)) for w in later[: max(0, cap - len(entries))]]
+    return Ordered(entries, startable, *state, fair.floor)
+
+
+def snapshot(
+    pool: str,
+    ordered: Ordered,
+    *,
+    depth: int,
+    at: datetime,
+    running: Mapping[str, int] | None = None,
+    served: Mapping[str, float] | None = None,
+) -> QueueOrder:
+    """What the gateway needs of ``ordered`` to place a waiting task and a newcomer
+    (``queue_order.place``): per client the state a new request of its would meet."""
+    running = running or {}
+    names: dict[str, int] = {}
+    client_of = []
+    for w, _ in ordered.entries:
+        client_of.append(names.setdefault(w.client, len(names)))
+    for client in [*running, *(served or {})]:
+        names.setdefault(client, len(names))
+    clients = [
+        ClientState(
+            weight=ordered.weights.get(client, 0.0),
+            vtime=ordered.vtime.get(client, max(ordered.floor, (served or {}).get(client, ordered.floor))),
+            running=running.get(client, 0),
+        )
+        for client in names
+    ]
+    return QueueOrder(
+        pool=pool,
+        at=at,
+        depth=depth,
+        startable=ordered.startable,
+        tasks=[w.task_id for w, _ in ordered.entries],
+        client_of=client_of,
+        classes=[RESERVED_CLASS if cls is None else cls for _, cls in ordered.entries],
+        seqs=[w.seq for w, _ in ordered.entries],
+        client_names=list(names),
+        clients=clients,
+        floor=ordered.floor,
+    )
+
+
 def plan(
     waiting: Sequence[Waiting],
     scanners: Sequence[Candidate],
@@ -108,24 +246,8 @@ def plan_shares(
     if free_total <= 0:  # the common case while a pool is full: nothing to order
         clients = {w.client for w in waiting}
         return decisions, {c: v for c, v in (served or {}).items() if c in clients}
-    # Per client, its requests as a heap in (class, seq) order: a plan takes only a few of them.
-    queues: dict[str, list[tuple[int, int, Waiting]]] = {}
-    weights: dict[str, float] = {}
-    for w in waiting:
-        if w.held_by is not None or w.not_before > now:
-            continue
-        queue = queues.get(w.client)
-        if queue is None:
-            queue = queues[w.client] = []
-            weights[w.client] = w.weight
-        queue.append((effective_class(w, aging, now) if w.priority != "high" else 0, w.seq, w))
-    for queue in queues.values():
-        heapq.heapify(queue)
-    share = {client: float((running or {}).get(client, 0)) for client in queues}
-    # A newcomer starts at the start tag of the least served waiting client's last start.
-    known = [v - 1.0 / max(weights[c], 1e-9) for c, v in (served or {}).items() if c in queues]
-    floor = max(0.0, min(known, default=0.0))
-    vtime = {client: max(floor, (served or {}).get(client, floor)) for client in queues}
+    fair = _FairQueues.of(waiting, running=running, served=served, now=now, aging=aging)
+    queues, weights, share, vtime = fair.queues, fair.weights, fair.share, fair.vtime
 
     def head(client: str) -> tuple[int, int, Waiting] | None:
         """The client's first request that could start now (targeted ones at a busy scanner

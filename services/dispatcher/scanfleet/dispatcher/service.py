@@ -17,12 +17,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 from nats.aio.msg import Msg
 
-from scanfleet.common import capacity, contract, ops_http
+from scanfleet.common import capacity, contract, ops_http, queue_order
 from scanfleet.common.aio import honour_cancel
 from scanfleet.common.bus import dead_letter_for, ensure_consumer, publish, pull
 from scanfleet.common.config import SchedulingRules, Settings, load_fleet
@@ -37,12 +37,17 @@ from scanfleet.common.tasks import IllegalTransition, TaskNotFound, TaskRecord, 
 from scanfleet.common.telemetry import consumer_span
 from scanfleet.common.windows import ScanWindows
 from scanfleet.dispatcher import metrics
-from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, plan_shares
+from scanfleet.dispatcher.routing import Candidate, Decision, Waiting, order, plan_shares, snapshot
 from scanfleet.dispatcher.stats import PoolStatsTracker
 
 log = logging.getLogger("scanfleet.dispatcher")
 
 LEASE_KEY = "dispatcher"
+# The published waiting order: at most this often per pool, when it changed; re-put this often
+# regardless, so the gateway tells a live snapshot from one a stopped dispatcher left.
+ORDER_EVERY = 0.5
+ORDER_REFRESH = queue_order.STALE_AFTER_S / 3
+ORDER_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -96,6 +101,8 @@ class PoolDispatcher:
         self.served: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.woken_at: float | None = None
+        # Set by each plan and whenever the waiting set changes: the order is published again.
+        self.order_dirty = True
 
     async def run(self) -> None:
         try:
@@ -103,6 +110,7 @@ class PoolDispatcher:
                 tg.create_task(self._fetch_loop())
                 tg.create_task(self._keepalive_loop())
                 tg.create_task(self._schedule_loop())
+                tg.create_task(self._order_loop())
         finally:
             await self._hand_back()
 
@@ -145,11 +153,13 @@ class PoolDispatcher:
             seq = msg.metadata.sequence.stream if msg.metadata else 0
             self.waiting[request.task_id] = Held(msg, request, seq, known=(record, revision))
             self.clients[request.task_id] = request.submitted_by or ""
+            self.order_dirty = True
 
     async def forget(self, task_id: str) -> None:
         """A task cancelled while it waited: drop its request before it is ever planned."""
         held = self.waiting.pop(task_id, None)
         if held is not None:
+            self.order_dirty = True
             log.info("task %s was cancelled while waiting; dropping its request", task_id)
             with contextlib.suppress(Exception):
                 await held.msg.ack()
@@ -191,6 +201,44 @@ class PoolDispatcher:
             woken_at, self.woken_at = self.woken_at or time.perf_counter(), None
             if self.waiting:
                 await self._schedule_once(woken_at)
+
+    async def _order_loop(self) -> None:
+        """Publish the pool's waiting order as the policy sees it (``queue_order``), so the
+        gateway places a task by priority and share without asking the dispatcher."""
+        published, published_at = b"", 0.0
+        while True:
+            honour_cancel()
+            await asyncio.sleep(ORDER_EVERY)
+            fresh = time.monotonic() - published_at < ORDER_REFRESH
+            if not self.order_dirty and fresh:
+                continue
+            self.order_dirty = False
+            current = await self._order_snapshot()
+            body = queue_order.encode(msgspec.structs.replace(current, at=ORDER_EPOCH))
+            if body == published and fresh:
+                continue
+            try:
+                await self.rt.pool_stats.put(contract.pool_order_key(self.pool), queue_order.encode(current))
+            except Exception as exc:
+                log.warning("could not publish the waiting order of pool %s: %s", self.pool, exc)
+                self.order_dirty = True
+                continue
+            published, published_at = body, time.monotonic()
+
+    async def _order_snapshot(self) -> queue_order.QueueOrder:
+        _, holders = self._candidates()
+        now = self.rt.now()
+        waiting = [h.waiting(t, holders.get(t), self._not_before(h, now)) for t, h in self.waiting.items()]
+        running = await self._running_clients(holders)
+        ordered = order(
+            waiting,
+            running=running,
+            served=self.served,
+            now=now.timestamp(),
+            aging=self.rt.settings.priority_aging,
+            limit=queue_order.MAX_LISTED,
+        )
+        return snapshot(self.pool, ordered, depth=len(waiting), at=utcnow(), running=running, served=self.served)
 
     def _candidates(self) -> tuple[list[Candidate], dict[str, str]]:
         views = [v for v in self.mirror.views() if v.entry.pool == self.pool]
@@ -261,6 +309,7 @@ class PoolDispatcher:
         started = {d.task_id for d in decisions}
         still = {w.client for w in waiting if w.task_id not in started and w.held_by is None}
         self.served = {c: v for c, v in served.items() if c in still}
+        self.order_dirty = True
         for decision in decisions:
             per_scanner.setdefault(decision.instance, []).append(decision)
 

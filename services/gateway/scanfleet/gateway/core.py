@@ -190,7 +190,7 @@ class Gateway:
                     return {**views.status(record), "idempotent": True}
                 SCANS.labels(scan_type=record.scan_type, pool=pool, status="queued").inc()
                 log.info("scan queued", extra={"pool": pool, "targets": len(targets)})
-                placement = await self.queue.placement(pool, record.task_id, views_, just_queued=True)
+                placement = await self.queue.placement(pool, record.task_id, views_, record=record, just_queued=True)
                 placement.update(window_delay(meta, pool, targets, self.rt.now(), placement))
         return views.submitted(record, placement, views_)
 
@@ -301,7 +301,7 @@ class Gateway:
         out = views.status(record)
         out["priority"] = record.priority
         if record.state is TaskState.QUEUED:
-            placement = await self.queue.placement(record.pool, task_id)
+            placement = await self.queue.placement(record.pool, task_id, record=record)
             placement.update(
                 window_delay(
                     await read_fleet_meta(self.rt.registry), record.pool, record.targets, self.rt.now(), placement

@@ -1,13 +1,13 @@
 """Where a request stands in its pool's queue, how long it may wait, and pool load.
 
-Positions come from SCAN_REQUESTS itself, so they are right even while no dispatcher runs.
-A request just queued is the pool's last: its position is the pool's depth, which the pool's
-durable dispatch consumer counts (``num_pending`` not yet delivered plus ``num_ack_pending``
-held by the dispatcher), one small reply whatever the depth. Submitting therefore never lists
-the queue. A submission racing others may count a request queued a moment after it, so its
-position is exact to within the submissions in flight. Asking later for a waiting task's
-position (status, queue views) lists the pool's subjects (one per waiting task, task ids sort
-by submission time): that is a read, not on the intake path. Wait estimates use the
+Positions come from the waiting order the dispatcher publishes (``queue_order``: by priority
+and fair share, as its policy will start them; one bounded KV value whatever the depth); a task
+it has not listed yet, such as one just submitted, is placed by replaying the policy over that
+snapshot. With no live snapshot (no dispatcher running) they come from SCAN_REQUESTS itself: a
+request just queued is the pool's last, at the depth its durable dispatch consumer counts (one
+small reply), so submitting never lists the queue; asking later for a waiting task's position
+lists the pool's subjects (task ids sort by submission time), a read off the intake path. Wait
+estimates use the
 pool's usable capacity, its free slots and the moving average of recent scan durations
 that the dispatcher keeps in KV ``scan_pool_stats``.
 """
@@ -21,12 +21,14 @@ from typing import Any
 import msgspec
 from nats.js.errors import NotFoundError
 
-from scanfleet.common import contract
+from scanfleet.common import contract, queue_order
 from scanfleet.common.bus import kv_get
 from scanfleet.common.client_tasks import active_tasks
 from scanfleet.common.clients import Role
+from scanfleet.common.messages import utcnow
 from scanfleet.common.registry import ScannerView, fleet_view
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.tasks import TaskRecord
 from scanfleet.gateway import views
 from scanfleet.gateway.access import Caller, can_see_pool, can_see_task
 
@@ -49,6 +51,19 @@ def estimate_wait(position: int | None, free: int, capacity: int, avg_duration: 
     if avg_duration is None or capacity <= 0:
         return None
     return math.ceil((position - free) / capacity) * avg_duration
+
+
+def placed(order: queue_order.QueueOrder, task_id: str, record: TaskRecord | None) -> tuple[int | None, int]:
+    """(position, depth) of a task from a published order: its index when listed, else where
+    the policy would put it as a newcomer (the order does not count it yet, unless truncated)."""
+    position = queue_order.position_of(order, task_id)
+    if position is not None or record is None:
+        return position, order.depth
+    listed = len(order.tasks)
+    position = queue_order.place(order, record.submitted_by or "", record.priority, record.weight)
+    if order.depth > listed:
+        return max(position, listed + 1), order.depth
+    return position, order.depth + 1
 
 
 FleetSource = Callable[[], Awaitable[list[ScannerView]]]
@@ -84,19 +99,40 @@ class QueueView:
             return None
         return msgspec.json.decode(entry.value, type=PoolStats)
 
+    async def published_order(self, pool: str) -> queue_order.QueueOrder | None:
+        """The pool's waiting order as the dispatcher last published it; None if none is live."""
+        entry = await kv_get(self.rt.pool_stats, contract.pool_order_key(pool))
+        if entry is None or not entry.value:
+            return None
+        try:
+            order = queue_order.decode(entry.value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return order if (utcnow() - order.at).total_seconds() <= queue_order.STALE_AFTER_S else None
+
     async def placement(
-        self, pool: str, task_id: str, fleet: list[ScannerView] | None = None, *, just_queued: bool = False
+        self,
+        pool: str,
+        task_id: str,
+        fleet: list[ScannerView] | None = None,
+        *,
+        record: TaskRecord | None = None,
+        just_queued: bool = False,
     ) -> dict[str, Any]:
         """``queue_position`` and ``estimated_wait_seconds`` for a task still in the queue.
 
-        ``just_queued``: the task's request was published a moment ago, so it is last in line
-        and its position is the pool's depth; nothing is listed.
+        ``record`` (its client, priority, weight) places a task the published order does not
+        list yet. ``just_queued``: its request was published a moment ago, so without a live
+        order it is last in line, at the pool's depth; nothing is listed.
         """
         fleet = fleet if fleet is not None else await self.fleet()
         members = [v for v in fleet if v.entry.pool == pool and v.usable]
-        depth = await self.depth(pool) if just_queued else None
-        if depth is not None:
-            position: int | None = max(depth, 1)
+        order = await self.published_order(pool)
+        depth = await self.depth(pool) if order is None and just_queued else None
+        if order is not None:
+            position, depth = placed(order, task_id, record)
+        elif depth is not None:
+            position = max(depth, 1)
         else:
             waiting = await self.waiting(pool)
             position = waiting.index(task_id) + 1 if task_id in waiting else None

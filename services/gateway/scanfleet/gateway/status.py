@@ -84,7 +84,7 @@ class StatusView:
     async def view(self, record: TaskRecord) -> dict[str, Any]:
         out = views.status(record)
         if record.state is TaskState.QUEUED:
-            out.update(await self.gateway.queue.placement(record.pool, record.task_id))
+            out.update(await self.gateway.queue.placement(record.pool, record.task_id, record=record))
         summary = await self.results.digest(record)
         if summary is not None:
             out["digest"] = summary
@@ -97,6 +97,6 @@ class StatusView:
             return None
         left = stats.avg_duration_s * (1 - min(record.progress, 100) / 100)
         if record.state is TaskState.QUEUED:
-            placement = await self.gateway.queue.placement(record.pool, record.task_id)
+            placement = await self.gateway.queue.placement(record.pool, record.task_id, record=record)
             left = (placement.get("estimated_wait_seconds") or 0) + stats.avg_duration_s
         return max(left, 0.0)

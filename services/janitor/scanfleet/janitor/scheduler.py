@@ -23,6 +23,7 @@ from scanfleet.common.runtime import Runtime
 from scanfleet.common.schedule_times import InvalidSchedule, due, occurrence_token
 from scanfleet.common.schedules import Claim, Schedule, ScheduleStore
 from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.windows import WINDOW_STOPPED
 
 log = logging.getLogger("scanfleet.janitor.scheduler")
 
@@ -134,12 +135,18 @@ class Scheduler:
     async def rollover(self, record: TaskRecord, now: datetime | None = None) -> str | None:
         """Queue the automatic rollover of a timed-out task for the hosts it did not reach, once.
 
-        Raises ``ClaimHeld`` while another janitor holds the claim unfinished: the caller looks
-        again once that claim may be stale, so a crash between claim and queue loses nothing.
+        A task asks for it (``auto_rollover``), or a scan window stopped it (``window_stopped``:
+        the window is configured to stop running scans with a rollover; the dispatcher then holds
+        the rollover until the window ends). Raises ``ClaimHeld`` while another janitor holds the
+        claim unfinished: the caller looks again once that claim may be stale, so a crash between
+        claim and queue loses nothing.
         """
-        if not (record.auto_rollover and record.state is TaskState.TIMEOUT and record.hosts_left):
+        if record.state is not TaskState.TIMEOUT or not record.hosts_left or record.submitted_by is None:
             return None
-        if record.rollover_of is not None or record.submitted_by is None:
+        window_stopped = record.error_reason == WINDOW_STOPPED
+        if not (record.auto_rollover or window_stopped):
+            return None
+        if record.rollover_of is not None and not window_stopped:
             return None  # one generation: a rollover that times out again is left to its owner
         key = contract.rollover_claim_key(record.task_id)
         now = now or utcnow()
