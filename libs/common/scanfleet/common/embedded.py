@@ -211,7 +211,7 @@ class NatsCluster:
             server.launch()
         for server in launched:
             server.wait_ready(timeout)
-        self.wait_meta_leader(timeout)
+        self.wait_formed(timeout)
 
     def by_name(self, name: str) -> NatsServer:
         return next(s for s in self.servers if s.server_name == name)
@@ -246,6 +246,28 @@ class NatsCluster:
                     if detail.get("name") == stream and (detail.get("cluster") or {}).get("leader"):
                         return str(detail["cluster"]["leader"])
         return None
+
+    def formed(self) -> bool:
+        """The meta leader sees every other live server as a current peer: only then can
+        streams with replicas be placed (before, JetStream answers "peer offline")."""
+        live = [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+        leader = self.meta_leader()
+        server = next((s for s in live if s.server_name == leader), None)
+        if server is None:
+            return False
+        try:
+            meta = httpx.get(f"http://{LOOPBACK}:{server.monitor_port}/jsz", timeout=1.0).json().get("meta_cluster")
+        except (httpx.HTTPError, ValueError):
+            return False
+        peers = {r.get("name"): r for r in (meta or {}).get("replicas") or []}
+        return all(peers.get(s.server_name, {}).get("current") for s in live if s is not server)
+
+    def wait_formed(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.formed():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster did not form (meta leader and current peers) in {timeout}s")
+            time.sleep(0.1)
 
     def wait_meta_leader(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
