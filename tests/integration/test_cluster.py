@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from nats.errors import Error as NatsError
+from nats.js.api import PubAck
 
 from scanfleet.common import contract
 from scanfleet.common.bus import provision
@@ -69,8 +70,22 @@ async def test_services_fail_over_to_another_server_of_the_cluster(cluster: Nats
 
         # A publish written to the dying connection is lost with it (services retry); wait for the move.
         await until(moved, "the client to reconnect to another server", within=20.0)
-        ack = await rt.js.publish(contract.request_subject("default", "t-after"), b"{}", timeout=20)
-        assert ack.stream == contract.REQUESTS_STREAM
+
+        async def published() -> PubAck | None:
+            # Until the stream's group has a leader again JetStream has no responder; a retry with
+            # the same message id is stored once.
+            try:
+                return await rt.js.publish(
+                    contract.request_subject("default", "t-after"),
+                    b"{}",
+                    timeout=5,
+                    headers={contract.HDR_MSG_ID: "t-after"},
+                )
+            except NatsError:
+                return None
+
+        ack = await until(published, "the stream to take a publish again", within=30.0)
+        assert ack is not None and ack.stream == contract.REQUESTS_STREAM
 
         async def read_back() -> bytes | None:
             # While the bucket's group elects a new leader the server answers "stream not found";
