@@ -352,12 +352,12 @@ async def test_the_gateway_places_tasks_by_the_order_the_dispatcher_publishes(rt
         assert (await queue.placement(POOL, "flood-09"))["queue_position"] == 9
         # Not seen by the dispatcher yet: placed by replaying its policy over the snapshot.
         newer = record_for("newer", ["10.8.0.3"], client="third")
-        estimate = await queue.placement(POOL, "newer", record=newer)
+        estimate = await queue.placement(POOL, "newer", record=newer, just_queued=True)
         assert (estimate["queue_position"], estimate["queue_depth"]) == (2, 10)
         newer.priority = "high"
-        assert (await queue.placement(POOL, "newer", record=newer))["queue_position"] == 1
+        assert (await queue.placement(POOL, "newer", record=newer, just_queued=True))["queue_position"] == 1
         flood = record_for("flood-new", ["10.8.0.1"], client="flooder")
-        assert (await queue.placement(POOL, "flood-new", record=flood))["queue_position"] == 10
+        assert (await queue.placement(POOL, "flood-new", record=flood, just_queued=True))["queue_position"] == 10
 
 
 async def _state_is(rt: Runtime, task_id: str, state: TaskState) -> bool:

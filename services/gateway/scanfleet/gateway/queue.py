@@ -128,6 +128,10 @@ class QueueView:
         fleet = fleet if fleet is not None else await self.fleet()
         members = [v for v in fleet if v.entry.pool == pool and v.usable]
         order = await self.published_order(pool)
+        if order is not None and not just_queued and queue_order.position_of(order, task_id) is None:
+            # Submitted since the dispatcher last published: several such tasks would all get the
+            # newcomer's estimate, so count them in submission order until they are listed.
+            order = None
         depth = await self.depth(pool) if order is None and just_queued else None
         if order is not None:
             position, depth = placed(order, task_id, record)
