@@ -188,6 +188,7 @@ async def submit(
         created_at=now,
         updated_at=now,
         submitted_by=spec.owner,
+        weight=principal.scope.scope.weight,
         credential_ref=spec.credential_ref,
         schedule_id=spec.schedule_id,
         rescan_of=spec.rescan_of,

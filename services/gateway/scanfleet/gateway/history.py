@@ -16,6 +16,7 @@ from scanfleet.common import client_tasks, contract
 from scanfleet.common.clients import Role
 from scanfleet.common.findings import decode_finding, decode_hosts, iter_frames
 from scanfleet.common.messages import ScanType, utcnow
+from scanfleet.common.registry import read_fleet_meta
 from scanfleet.common.scan_diff import Key, RunView, Seen, counts, diff, not_comparable_hosts, top
 from scanfleet.common.schedule_times import InvalidSchedule, Missed, Recurrence
 from scanfleet.common.schedules import Schedule, ScheduleStore
@@ -98,7 +99,8 @@ class History:
             scan_type=body.scan_type,
             credential_ref=body.credential_ref,
         )
-        pool = await self.gateway._resolve_pool(caller, probe, fleet)
+        meta = await read_fleet_meta(self.gateway.rt.registry)
+        pool = await self.gateway._resolve_pool(caller, probe, fleet, parsed, meta)
         wanted = Submission(parsed, body.scan_type, pool, body.credential_ref)
         await self.gateway.admission.check(caller, parsed, wanted, fleet)
         schedule = Schedule(
