@@ -30,6 +30,7 @@ from tests.helpers import (
     scanner_named,
     stack_js,
     status_of,
+    tool_error,
     tool_json,
     until,
     wait_terminal,
@@ -355,3 +356,24 @@ async def test_rescan_repeats_a_scan_and_history_and_compare_of_fifty_hosts_stay
         assert msgspec.to_builtins(run.severity_counts) == status["results_summary"]["severity_breakdown"]
         assert run.hosts_scanned == status["results_summary"]["hosts_scanned"]
     assert history.runs[0].rescan_of == first
+
+
+async def test_a_schedule_asks_for_a_priority_within_its_owners_scope_and_its_runs_carry_it(stack: Stack) -> None:
+    token = add_client(stack.clients_file, "batch", Role.AGENT, Scope(targets=["10.87.0.0/24"]))
+    async with mcp_client(stack, token=token) as mcp:
+        every_5s = {"targets": "10.87.0.1", "name": "batch nightly", "rrule": "FREQ=SECONDLY;INTERVAL=5"}
+        refused = tool_error(await mcp.call_tool("schedule_scan", {**every_5s, "priority": "high"}))
+        assert refused["error"] == "priority_not_allowed"
+        created = msgspec.convert(
+            tool_json(await mcp.call_tool("schedule_scan", {**every_5s, "priority": "low"})), schemas.ScheduleOut
+        )
+        assert created.priority == "low"
+
+        async def first_run() -> str | None:
+            listing = msgspec.convert(tool_json(await mcp.call_tool("list_schedules", {})), schemas.ScheduleList)
+            return next((s.last_task_id for s in listing.schedules if s.schedule_id == created.schedule_id), None)
+
+        task_id = await until(first_run, "the schedule's first run", within=30)
+        tool_json(await mcp.call_tool("delete_schedule", {"schedule_id": created.schedule_id}))
+    fired = await task_record(stack, task_id)
+    assert (fired.priority, fired.schedule_id, fired.submitted_by) == ("low", created.schedule_id, "batch")

@@ -11,15 +11,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from scanfleet.common import admit, client_tasks, contract
+from scanfleet.common import client_tasks, contract
 from scanfleet.common.clients import ClientDirectory, Role
 from scanfleet.common.config import parse_fleet
-from scanfleet.common.messages import utcnow
+from scanfleet.common.messages import Priority, utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.schedules import CLAIM_TIMEOUT, Claim, ScheduleStore
 from scanfleet.common.scope import Scope
-from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.tasks import TaskRecord, TaskState, new_task_id
 from scanfleet.janitor.scheduler import ClaimHeld, Scheduler
 from tests.helpers import add_client
 
@@ -40,7 +40,7 @@ async def directory(runtime: Runtime, tmp_path: Path) -> ClientDirectory:
 async def timed_out(rt: Runtime) -> TaskRecord:
     now = utcnow()
     record = TaskRecord(
-        task_id=admit.new_task_id(),
+        task_id=new_task_id(),
         trace_id=secrets.token_hex(16),
         state=TaskState.TIMEOUT,
         pool="default",
@@ -70,7 +70,7 @@ async def test_a_rollover_claim_left_by_a_crash_is_taken_over_and_queued_once(
     store = ScheduleStore(runtime.schedules, runtime.schedule_runs)
     crashed_at = utcnow()
     # What a janitor killed after its claim and after creating the task, but before queueing it, leaves.
-    chosen = admit.new_task_id()
+    chosen = new_task_id()
     left_behind = Claim(
         schedule_id="rollover", occurrence=crashed_at, task_id=chosen, claimed_by="crashed", claimed_at=crashed_at
     )
@@ -110,3 +110,27 @@ async def test_two_janitors_racing_for_a_fresh_rollover_queue_it_once(
     assert await second.rollover(original, now + CLAIM_TIMEOUT * 2) is None
     assert await requests_for(runtime, task_id) == 1
     assert await client_tasks.submitted(runtime.client_tasks, OWNER) == [task_id]
+
+
+@pytest.mark.parametrize(
+    ("asked", "allowed", "rolled_at"),
+    [("high", "high", "high"), ("high", "normal", "normal"), ("low", "high", "low")],
+)
+async def test_a_rollover_keeps_its_priority_lowered_to_what_the_owner_may_use_now(
+    runtime: Runtime, tmp_path: Path, asked: Priority, allowed: Priority, rolled_at: Priority
+) -> None:
+    scanner = {"id": "scanner-1", "url": "https://s1:8834", "auth": {"access_key": "a", "secret_key": "b"}}
+    fleet = parse_fleet({"pools": {"default": {"scanners": [scanner]}}}, source="t", env={})
+    await sync_registry(runtime.registry, runtime.capacity, fleet)
+    clients = tmp_path / "clients.yaml"
+    add_client(clients, OWNER, Role.AGENT, Scope(targets=["10.0.0.0/24"], max_priority=allowed, weight=3.0))
+    original = await timed_out(runtime)
+    await runtime.tasks.update(original.task_id, lambda r: setattr(r, "priority", asked))
+    original.priority = asked
+
+    task_id = await Scheduler(runtime, ClientDirectory(clients), holder="janitor-1").rollover(original, utcnow())
+
+    assert task_id is not None
+    rolled = await runtime.tasks.get(task_id)
+    assert rolled is not None
+    assert (rolled.priority, rolled.weight, rolled.rollover_of) == (rolled_at, 3.0, original.task_id)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import secrets
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,13 +25,13 @@ from scanfleet.common import client_tasks
 from scanfleet.common.clients import ClientDirectory, Principal, Role
 from scanfleet.common.config import Settings
 from scanfleet.common.contract import EventKind
-from scanfleet.common.messages import ScanType, utcnow
+from scanfleet.common.messages import Priority, ScanType
 from scanfleet.common.registry import ScannerView, fleet_view, read_fleet_meta
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import DenyList, IPAddress, ScopeRefusal, Submission, check_submission
 from scanfleet.common.targets import InvalidTarget, Target, parse_targets
 from scanfleet.common.task_ops import enqueue
-from scanfleet.common.tasks import TaskRecord
+from scanfleet.common.tasks import TaskRecord, queued_record
 
 log = logging.getLogger("scanfleet.admit")
 RESOLVE_TIMEOUT = 2.0
@@ -97,15 +96,12 @@ class OnBehalf:
     scanner_instance: str | None = None
     credential_ref: str | None = None
     description: str = ""
+    # Capped at the owner's current max_priority when the scan is fired (not refused).
+    priority: Priority = "normal"
     schedule_id: str | None = None
     rollover_of: str | None = None
     rescan_of: str | None = None
     auto_rollover: bool = False
-
-
-def new_task_id() -> str:
-    """Sortable by submission time, unique, and safe as a subject token (as the gateway's)."""
-    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
 
 
 async def _audit(
@@ -175,21 +171,18 @@ async def submit(
     except Refused as refusal:
         await _audit(rt, principal, spec, interface, action, decision="deny", code=refusal.code, reason=refusal.message)
         raise
-    now = utcnow()
-    record = TaskRecord(
+    record = queued_record(
         task_id=task_id,
-        trace_id=secrets.token_hex(16),
-        scan_type=spec.scan_type,
+        owner=spec.owner,
+        weight=principal.scope.scope.weight,
         pool=pool,
-        requested_instance=spec.scanner_instance,
         targets=[t.text for t in parsed],
         name=spec.name,
         description=spec.description,
-        created_at=now,
-        updated_at=now,
-        submitted_by=spec.owner,
-        weight=principal.scope.scope.weight,
+        scan_type=spec.scan_type,
+        requested_instance=spec.scanner_instance,
         credential_ref=spec.credential_ref,
+        priority=principal.scope.scope.capped_priority(spec.priority),
         schedule_id=spec.schedule_id,
         rescan_of=spec.rescan_of,
         rollover_of=spec.rollover_of,
@@ -215,10 +208,6 @@ async def submit(
 
 async def _claim_active(rt: Runtime, principal: Principal, task_id: str) -> None:
     limit = principal.scope.scope.max_active
-
-    async def still_active(ids: list[str]) -> list[str]:
-        records = await asyncio.gather(*(rt.tasks.get(i) for i in ids))
-        return [r.task_id for r in records if r is not None and not r.state.terminal]
-
+    still_active = client_tasks.unended_in(rt.tasks)
     if await client_tasks.claim_active(rt.client_tasks, principal.id, task_id, limit, still_active) is None:
         raise Refused("too_many_active", f"this client already has {limit} scans queued or running")

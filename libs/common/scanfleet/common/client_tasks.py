@@ -10,6 +10,7 @@ says it has ended.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -18,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_create, kv_get, kv_items
+from scanfleet.common.tasks import TaskStore
 
 StillActive = Callable[[list[str]], Awaitable[list[str]]]
 MAX_CAS_ROUNDS = 50
@@ -62,6 +64,16 @@ async def claim_active(kv: KeyValue, client: str, task_id: str, limit: int, stil
         if await _write(kv, client, active, revision):
             return len(active.tasks)
     raise RuntimeError(f"active tasks of {client}: too much contention")
+
+
+def unended_in(tasks: TaskStore) -> StillActive:
+    """``claim_active``'s pruning check: the ids whose task records say they have not ended."""
+
+    async def still_active(ids: list[str]) -> list[str]:
+        records = await asyncio.gather(*(tasks.get(i) for i in ids))
+        return [r.task_id for r in records if r is not None and not r.state.terminal]
+
+    return still_active
 
 
 async def release_active(kv: KeyValue, client: str, task_id: str) -> None:

@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
 from scanfleet.common.bus import kv_create, kv_get, kv_items
-from scanfleet.common.messages import ScanType, utcnow
+from scanfleet.common.messages import Priority, ScanType, utcnow
 from scanfleet.common.schedule_times import Missed, Recurrence
 
 ClaimOutcome = Literal["claimed", "fired", "refused"]
@@ -39,6 +39,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     pool: str | None = None
     scanner_instance: str | None = None
     credential_ref: str | None = None
+    priority: Priority = "normal"
     cron: str | None = None
     rrule: str | None = None
     timezone: str = "UTC"

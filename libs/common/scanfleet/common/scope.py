@@ -145,6 +145,11 @@ class Scope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def allows_priority(self, priority: Priority) -> bool:
         return PRIORITIES.index(priority) >= PRIORITIES.index(self.max_priority)
 
+    def capped_priority(self, priority: Priority) -> Priority:
+        """``priority``, lowered to what the scope allows: work carried on for a client (a
+        rollover, a rescan, a schedule firing) after its scope shrank still runs, just lower."""
+        return priority if self.allows_priority(priority) else self.max_priority
+
     def allows_pool(self, pool: str) -> bool:
         return ALL in self.pools or pool in self.pools
 

@@ -7,6 +7,7 @@ record is read again and the move re-checked, so two writers can never both win.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -143,6 +144,60 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     window_until: datetime | None = None
     # Hosts a window stop left unscanned, for a rollover scan.
     unscanned: list[str] = []
+
+
+def new_task_id() -> str:
+    """Sortable by submission time, unguessable (128 random bits: it is also the MCP task id), a subject token."""
+    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(16)}"
+
+
+def queued_record(
+    *,
+    task_id: str,
+    owner: str,
+    weight: float,
+    pool: str,
+    targets: list[str],
+    name: str,
+    description: str,
+    scan_type: ScanType,
+    requested_instance: str | None,
+    credential_ref: str | None,
+    priority: Priority,
+    trace_id: str | None = None,
+    idempotency_key_hash: str | None = None,
+    schedule_id: str | None = None,
+    rescan_of: str | None = None,
+    rollover_of: str | None = None,
+    auto_rollover: bool = False,
+) -> TaskRecord:
+    """A new submission's record: the one builder for a client's scan, a schedule's and a rollover.
+
+    Every field that describes the request is a required argument, so a path that submits on
+    someone's behalf cannot silently drop one (a rollover once lost its priority that way).
+    """
+    now = utcnow()
+    return TaskRecord(
+        task_id=task_id,
+        trace_id=trace_id or secrets.token_hex(16),
+        scan_type=scan_type,
+        pool=pool,
+        requested_instance=requested_instance,
+        targets=targets,
+        name=name,
+        description=description,
+        idempotency_key_hash=idempotency_key_hash,
+        created_at=now,
+        updated_at=now,
+        submitted_by=owner,
+        weight=weight,
+        credential_ref=credential_ref,
+        priority=priority,
+        schedule_id=schedule_id,
+        rescan_of=rescan_of,
+        rollover_of=rollover_of,
+        auto_rollover=auto_rollover,
+    )
 
 
 REQUEUEABLE = frozenset({TaskState.FAILED, TaskState.TIMEOUT})

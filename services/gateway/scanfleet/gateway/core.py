@@ -7,6 +7,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgspec
 from scanfleet.common import client_tasks, contract
 from scanfleet.common.credentials import CredentialError, TargetCredential
 from scanfleet.common.logs import task_context
-from scanfleet.common.messages import Priority, ScanType, utcnow
+from scanfleet.common.messages import Priority, ScanType
 from scanfleet.common.metrics import SCANS
 from scanfleet.common.mirror import FleetMirror
 from scanfleet.common.registry import FleetMeta, ScannerView, fleet_view, read_fleet_meta
@@ -23,7 +24,7 @@ from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import Interval, Scope, Submission, contained, interval_of
 from scanfleet.common.targets import InvalidTarget, Target, parse_targets
 from scanfleet.common.task_ops import EnqueueFailed
-from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.tasks import TaskRecord, TaskState, new_task_id, queued_record
 from scanfleet.common.telemetry import current_trace_id, tracer
 from scanfleet.gateway import views
 from scanfleet.gateway.access import Caller, can_see_pool, can_see_task, visible_pools
@@ -64,9 +65,12 @@ def idempotency_key_hash(client: str, key: str) -> str:
     return hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
 
 
-def new_task_id() -> str:
-    """Sortable by submission time, unguessable (128 random bits: it is also the MCP task id), a subject token."""
-    return f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(16)}"
+@dataclass(frozen=True)
+class Lineage:
+    """Where a resubmitted scan comes from: a rescan of a task, or the rollover of its unscanned hosts."""
+
+    rescan_of: str | None = None
+    rollover_of: str | None = None
 
 
 def confirmation_reason(scope: Scope, targets: list[Target], scan_type: ScanType) -> str | None:
@@ -103,7 +107,7 @@ class Gateway:
         self.sealer = CredentialSealer.from_settings(rt.settings)
         self.mirror = FleetMirror(rt.registry, rt.capacity, rt.agents)
         self._mirroring: asyncio.Task[None] | None = None
-        self.queue = QueueView(rt, self._fleet)
+        self.queue = QueueView(rt, self.fleet)
         self.intake = Intake(rt)
 
     async def start(self) -> None:
@@ -120,12 +124,19 @@ class Gateway:
     # Submission -------------------------------------------------------------------------
 
     async def submit(
-        self, caller: Caller, submit: SubmitScan, before_queue: BeforeQueue, *, confirmed: bool = False
+        self,
+        caller: Caller,
+        submit: SubmitScan,
+        before_queue: BeforeQueue,
+        *,
+        confirmed: bool = False,
+        lineage: Lineage | None = None,
     ) -> dict[str, Any]:
         """Check, admit, record and queue one scan; ``before_queue`` records the decision first.
 
         ``confirmed``: a human confirmed this scan (MCP elicitation); a scan the client's policy
-        wants confirmed is refused without it, whatever the interface.
+        wants confirmed is refused without it, whatever the interface. ``lineage``: the scan
+        this one repeats, recorded with the task from the start.
         """
         name = submit.name.strip()
         if not name or len(name) > MAX_NAME:
@@ -138,9 +149,9 @@ class Gateway:
             self.sealer.check(submit.scan_type, submit.credentials, submit.credential_ref)
         except CredentialError as exc:
             raise GatewayError(422, "invalid_credentials", str(exc)) from None
-        views_ = await self._fleet()
+        views_ = await self.fleet()
         meta = await read_fleet_meta(self.rt.registry)
-        pool = await self._resolve_pool(caller, submit, views_, parsed, meta)
+        pool = await self.resolve_pool(caller, submit, views_, parsed, meta)
         wanted = Submission(parsed, submit.scan_type, pool, submit.credential_ref, submit.priority)
         await self.admission.check(caller, parsed, wanted, views_)
         why = confirmation_reason(caller.scope, parsed, submit.scan_type)
@@ -158,22 +169,22 @@ class Gateway:
             task_id = new_task_id()
             with task_context(task_id, trace_id):
                 key_hash = idempotency_key_hash(caller.id, submit.idempotency_key) if submit.idempotency_key else None
-                record = TaskRecord(
+                record = queued_record(
                     task_id=task_id,
                     trace_id=trace_id,
-                    scan_type=submit.scan_type,
+                    owner=caller.id,
+                    weight=caller.scope.weight,
                     pool=pool,
-                    requested_instance=submit.scanner_instance,
                     targets=targets,
                     name=name,
                     description=submit.description,
-                    idempotency_key_hash=key_hash,
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                    submitted_by=caller.id,
+                    scan_type=submit.scan_type,
+                    requested_instance=submit.scanner_instance,
                     credential_ref=submit.credential_ref,
                     priority=submit.priority,
-                    weight=caller.scope.weight,
+                    idempotency_key_hash=key_hash,
+                    rescan_of=lineage.rescan_of if lineage else None,
+                    rollover_of=lineage.rollover_of if lineage else None,
                 )
                 try:
                     record, repeat = await self.intake.queue(
@@ -214,10 +225,7 @@ class Gateway:
         """Count the task against the client's queued-plus-running limit, atomically across gateways."""
         limit = caller.scope.max_active
 
-        async def still_active(ids: list[str]) -> list[str]:
-            records = await asyncio.gather(*(self.rt.tasks.get(i) for i in ids))
-            return [r.task_id for r in records if r is not None and not r.state.terminal]
-
+        still_active = client_tasks.unended_in(self.rt.tasks)
         count = await client_tasks.claim_active(self.rt.client_tasks, caller.id, task_id, limit, still_active)
         if count is None:
             raise GatewayError(
@@ -229,14 +237,14 @@ class Gateway:
             )
 
     async def visible_fleet(self, caller: Caller) -> list[ScannerView]:
-        return [v for v in await self._fleet() if can_see_pool(caller, v.entry.pool)]
+        return [v for v in await self.fleet() if can_see_pool(caller, v.entry.pool)]
 
-    async def _fleet(self) -> list[ScannerView]:
+    async def fleet(self) -> list[ScannerView]:
         if self._mirroring is None or self._mirroring.done():
             return await fleet_view(self.rt.registry, self.rt.capacity, self.rt.agents)
         return self.mirror.views()
 
-    async def _resolve_pool(
+    async def resolve_pool(
         self,
         caller: Caller,
         submit: SubmitScan,

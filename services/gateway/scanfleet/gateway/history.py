@@ -15,7 +15,7 @@ import msgspec
 from scanfleet.common import client_tasks, contract
 from scanfleet.common.clients import Role
 from scanfleet.common.findings import decode_finding, decode_hosts, iter_frames
-from scanfleet.common.messages import ScanType, utcnow
+from scanfleet.common.messages import Priority, ScanType, utcnow
 from scanfleet.common.registry import read_fleet_meta
 from scanfleet.common.scan_diff import Key, RunView, Seen, counts, diff, not_comparable_hosts, top
 from scanfleet.common.schedule_times import InvalidSchedule, Missed, Recurrence
@@ -24,7 +24,7 @@ from scanfleet.common.scope import Submission
 from scanfleet.common.targets import InvalidTarget, parse_targets
 from scanfleet.common.tasks import TaskRecord, TaskState
 from scanfleet.gateway.access import Caller
-from scanfleet.gateway.core import BeforeQueue, Gateway, SubmitScan
+from scanfleet.gateway.core import BeforeQueue, Gateway, Lineage, SubmitScan
 from scanfleet.gateway.errors import GatewayError
 
 MAX_TOP = 25
@@ -48,6 +48,7 @@ class ScheduleScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scanner_instance: str | None = None
     missed: Missed = "run_once"
     auto_rollover: bool = False
+    priority: Priority = "normal"
 
 
 def schedule_view(schedule: Schedule, now: datetime | None = None) -> dict[str, Any]:
@@ -90,7 +91,7 @@ class History:
             parsed = parse_targets(body.targets)
         except InvalidTarget as exc:
             raise GatewayError(422, "invalid_targets", str(exc)) from None
-        fleet = await self.gateway._fleet()
+        fleet = await self.gateway.fleet()
         probe = SubmitScan(
             targets=body.targets,
             name=name,
@@ -98,10 +99,11 @@ class History:
             scanner_instance=body.scanner_instance,
             scan_type=body.scan_type,
             credential_ref=body.credential_ref,
+            priority=body.priority,
         )
         meta = await read_fleet_meta(self.gateway.rt.registry)
-        pool = await self.gateway._resolve_pool(caller, probe, fleet, parsed, meta)
-        wanted = Submission(parsed, body.scan_type, pool, body.credential_ref)
+        pool = await self.gateway.resolve_pool(caller, probe, fleet, parsed, meta)
+        wanted = Submission(parsed, body.scan_type, pool, body.credential_ref, body.priority)
         await self.gateway.admission.check(caller, parsed, wanted, fleet)
         schedule = Schedule(
             schedule_id=f"sch-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}",
@@ -113,6 +115,7 @@ class History:
             pool=pool,
             scanner_instance=body.scanner_instance,
             credential_ref=body.credential_ref,
+            priority=body.priority,
             cron=body.cron,
             rrule=body.rrule,
             timezone=body.timezone,
@@ -159,7 +162,8 @@ class History:
 
     async def rescan(self, caller: Caller, task_id: str, before_queue: BeforeQueue) -> dict[str, Any]:
         original = await self.gateway.record(caller, task_id)
-        return await self._again(caller, original, original.targets, before_queue, rescan_of=task_id)
+        out = await self._again(caller, original, original.targets, before_queue, Lineage(rescan_of=task_id))
+        return {**out, "rescan_of": task_id}
 
     async def rollover(self, caller: Caller, task_id: str, before_queue: BeforeQueue) -> dict[str, Any]:
         original = await self.gateway.record(caller, task_id)
@@ -171,11 +175,14 @@ class History:
             raise GatewayError(409, "no_host_status", "scanfleet did not get the per-host status of this scan")
         if not original.hosts_left:
             raise GatewayError(409, "nothing_left", "every host of this scan was scanned")
-        return await self._again(caller, original, original.hosts_left, before_queue, rollover_of=task_id)
+        out = await self._again(caller, original, original.hosts_left, before_queue, Lineage(rollover_of=task_id))
+        return {**out, "rollover_of": task_id}
 
     async def _again(
-        self, caller: Caller, original: TaskRecord, targets: list[str], before_queue: BeforeQueue, **link: str
+        self, caller: Caller, original: TaskRecord, targets: list[str], before_queue: BeforeQueue, lineage: Lineage
     ) -> dict[str, Any]:
+        """The original's request again, as this caller may make it now (its priority lowered,
+        not refused, when the caller's scope no longer allows it)."""
         if original.scan_type != "untrusted" and original.credential_ref is None:
             raise GatewayError(
                 422, "credentials_inline", "the scan used inline credentials, which scanfleet never keeps; submit anew"
@@ -187,16 +194,9 @@ class History:
             scanner_pool=original.pool,
             scan_type=original.scan_type,
             credential_ref=original.credential_ref,
+            priority=caller.scope.capped_priority(original.priority),
         )
-        out = await self.gateway.submit(caller, submit, before_queue)
-
-        def linked(r: TaskRecord) -> None:
-            r.rescan_of = link.get("rescan_of")
-            r.rollover_of = link.get("rollover_of")
-            r.credential_ref = original.credential_ref
-
-        await self.rt.tasks.update(out["task_id"], linked)
-        return {**out, **link}
+        return await self.gateway.submit(caller, submit, before_queue, lineage=lineage)
 
     # Diff and history ----------------------------------------------------------------------
 

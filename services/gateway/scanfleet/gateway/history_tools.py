@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 
-from scanfleet.common.messages import ScanType
+from scanfleet.common.messages import Priority, ScanType
 from scanfleet.common.schedule_times import Missed
 from scanfleet.gateway.access import Caller
 from scanfleet.gateway.core import Gateway
@@ -50,6 +50,7 @@ def register_history_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) ->
         scanner_pool: str | None = None,
         missed: Missed = "run_once",
         auto_rollover: bool = False,
+        priority: Priority = "normal",
         *,
         ctx: Context[Any, Any],
     ) -> CallToolResult:
@@ -58,7 +59,8 @@ def register_history_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) ->
         schedules name a credential_ref (no inline secrets). Each run is checked against this
         client's scope when it fires. missed: run_once (occurrences missed while scanfleet was
         down run once on recovery) or skip. auto_rollover: a run that times out queues a scan of
-        the hosts it did not reach. Compare two runs with compare_scans.
+        the hosts it did not reach. priority: high, normal or low, up to this client's limit.
+        Compare two runs with compare_scans.
         """
         body = ScheduleScan(
             targets=targets,
@@ -72,6 +74,7 @@ def register_history_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard) ->
             scanner_pool=scanner_pool,
             missed=missed,
             auto_rollover=auto_rollover,
+            priority=priority,
         )
         return structured(
             await guard.tool(ctx, "schedule_scan", lambda c: history.schedule(c, body), targets=raw_targets(targets))

@@ -57,7 +57,7 @@ ADOPT_WITHIN = timedelta(minutes=10)
 
 
 def recent(task_id: str, now: datetime) -> bool:
-    """Task ids start with their submission time (``core.new_task_id``)."""
+    """Task ids start with their submission time (``tasks.new_task_id``)."""
     try:
         at = datetime.strptime(task_id.split("-", 1)[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
     except ValueError:

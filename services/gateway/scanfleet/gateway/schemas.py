@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from scanfleet.common.messages import ScanAuth, ScanType
+from scanfleet.common.messages import Priority, ScanAuth, ScanType
 from scanfleet.common.scan_diff import NotComparable
 from scanfleet.common.schedule_times import Missed
 
@@ -370,6 +370,7 @@ class ScheduleOut(Out, kw_only=True):
     pool: str | None = None
     scanner_instance: str | None = None
     credential_ref: str | None = None
+    priority: Priority = "normal"
     cron: str | None = None
     rrule: str | None = None
     timezone: str

@@ -22,7 +22,7 @@ from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.schedule_times import InvalidSchedule, due, occurrence_token
 from scanfleet.common.schedules import Claim, Schedule, ScheduleStore
-from scanfleet.common.tasks import TaskRecord, TaskState
+from scanfleet.common.tasks import TaskRecord, TaskState, new_task_id
 from scanfleet.common.windows import WINDOW_STOPPED
 
 log = logging.getLogger("scanfleet.janitor.scheduler")
@@ -77,7 +77,7 @@ class Scheduler:
         mine = Claim(
             schedule_id=schedule.schedule_id,
             occurrence=occurrence,
-            task_id=admit.new_task_id(),
+            task_id=new_task_id(),
             claimed_by=self.holder,
             claimed_at=now,
         )
@@ -94,6 +94,7 @@ class Scheduler:
             pool=schedule.pool,
             scanner_instance=schedule.scanner_instance,
             credential_ref=schedule.credential_ref,
+            priority=schedule.priority,
             schedule_id=schedule.schedule_id,
             auto_rollover=schedule.auto_rollover,
         )
@@ -153,7 +154,7 @@ class Scheduler:
         mine = Claim(
             schedule_id="rollover",
             occurrence=now,
-            task_id=admit.new_task_id(),
+            task_id=new_task_id(),
             claimed_by=self.holder,
             claimed_at=now,
         )
@@ -171,6 +172,7 @@ class Scheduler:
             scan_type=record.scan_type,
             pool=record.pool,
             credential_ref=record.credential_ref,
+            priority=record.priority,
             rollover_of=record.task_id,
             schedule_id=record.schedule_id,
         )
