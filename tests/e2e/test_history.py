@@ -374,6 +374,7 @@ async def test_a_schedule_asks_for_a_priority_within_its_owners_scope_and_its_ru
             return next((s.last_task_id for s in listing.schedules if s.schedule_id == created.schedule_id), None)
 
         task_id = await until(first_run, "the schedule's first run", within=30)
+        assert task_id is not None
         tool_json(await mcp.call_tool("delete_schedule", {"schedule_id": created.schedule_id}))
     fired = await task_record(stack, task_id)
     assert (fired.priority, fired.schedule_id, fired.submitted_by) == ("low", created.schedule_id, "batch")

@@ -38,7 +38,7 @@ from scanfleet.gateway.control_tools import control_router
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError, read_body
 from scanfleet.gateway.guard import Guard, raw_targets
-from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, transport_security
+from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, sdk_transport_security, transport_security
 from scanfleet.gateway.history_tools import BODY_TYPES, history_router
 from scanfleet.gateway.queue_tools import queue_router
 from scanfleet.gateway.results import Results
@@ -87,7 +87,7 @@ def create_app(rt: Runtime) -> FastAPI:
     mcp = build_mcp(gateway, results, guard, token_verifier=authenticator, auth=auth, **shared)
     security = transport_security(settings)
     mcp_app = mcp.streamable_http_app(
-        streamable_http_path="/mcp", host=settings.gateway_host, transport_security=security
+        streamable_http_path="/mcp", host=settings.gateway_host, transport_security=sdk_transport_security(security)
     )
 
     @contextlib.asynccontextmanager

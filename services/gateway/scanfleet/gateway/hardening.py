@@ -55,6 +55,14 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["*"], allowed_origins=origins)
 
 
+def sdk_transport_security(security: TransportSecuritySettings) -> TransportSecuritySettings:
+    """The MCP SDK's own check: it knows no "any host" (``*``) and would refuse every Host, so
+    where the Host check is off it is off in the SDK too, and ``RestGuard`` checks Origin on /mcp."""
+    if "*" in (security.allowed_hosts or []):
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return security
+
+
 class _HostAnywhere(TransportSecurityMiddleware):
     def _validate_host(self, host: str | None) -> bool:
         return "*" in self.settings.allowed_hosts or super()._validate_host(host)
@@ -64,7 +72,8 @@ OnRefused = Callable[[Request, str, str], Awaitable[None]]
 
 
 class RestGuard:
-    """ASGI middleware for ``/v1``: Host/Origin, JSON bodies only (415), bounded size (413)."""
+    """ASGI middleware: Host/Origin on ``/v1`` and ``/mcp``; on ``/v1`` also JSON bodies only
+    (415) and a bounded size (413) (MCP's transport checks its own bodies)."""
 
     def __init__(
         self, app: ASGIApp, security: TransportSecuritySettings, max_body: int, refused: OnRefused | None = None
@@ -75,13 +84,15 @@ class RestGuard:
         self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        path = scope["path"] if scope["type"] == "http" else ""
+        rest = path.startswith("/v1")
+        if not (rest or path.startswith("/mcp")):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        refusal = await self._check(request)
+        refusal = await self._check(request, rest=rest)
         if refusal is None:
-            await self.app(scope, self._bounded(receive, send), send)
+            await self.app(scope, self._bounded(receive, send) if rest else receive, send)
             return
         status, code, message = refusal
         if self.refused is not None:
@@ -91,12 +102,12 @@ class RestGuard:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _check(self, request: Request) -> tuple[int, str, str] | None:
+    async def _check(self, request: Request, *, rest: bool) -> tuple[int, str, str] | None:
         refused = await self.checks.validate_request(request, is_post=False)
         if refused is not None:
             code = "invalid_host" if refused.status_code == 421 else "invalid_origin"
             return refused.status_code, code, f"{code.replace('_', ' ')}: not an allowed host or origin"
-        if request.method in BODY_METHODS:
+        if rest and request.method in BODY_METHODS:
             length = request.headers.get("content-length")
             has_body = (length is not None and length != "0") or "transfer-encoding" in request.headers
             content_type = request.headers.get("content-type", "")
