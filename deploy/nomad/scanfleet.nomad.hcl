@@ -73,6 +73,12 @@ variable "nats_hosts" {
   description = "Addresses of the three client nodes that run nats-1, nats-2 and nats-3 (each with a host volume \"scanfleet-nats\")"
 }
 
+variable "gateway_hosts" {
+  type        = string
+  default     = "localhost:*"
+  description = "Host names (comma-separated, host:* for any port) the gateways accept besides loopback"
+}
+
 variable "service_count" {
   type        = number
   default     = 2
@@ -449,6 +455,8 @@ job "scanfleet" {
         SCANFLEET_GATEWAY_PORT  = "8080"
         SCANFLEET_LOG_LEVEL     = var.log_level
         SCANFLEET_CLIENTS_FILE  = "/secrets/clients.yaml"
+        # The names clients reach the gateways by (the load balancer's), besides loopback.
+        SCANFLEET_ALLOWED_HOSTS = var.gateway_hosts
       }
 
       # The key every gateway shares, so that MCP's requestState sealed by one opens on another.
