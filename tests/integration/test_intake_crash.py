@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
-from scanfleet.common import client_tasks, contract, task_ops
+from scanfleet.common import bus, client_tasks, contract
 from scanfleet.common.config import parse_fleet
 from scanfleet.common.messages import Heartbeat, encode, utcnow
 from scanfleet.common.registry import sync_registry
@@ -157,7 +157,7 @@ async def test_a_request_nats_did_not_take_leaves_a_keyed_task_for_its_retry(
     client will retry with the same key: the retry queues that very task. Without a key nobody
     can retry it, so it is failed at once, as before."""
     rt = fleet
-    real = task_ops.publish
+    real = bus.publish
     failing = {"left": 2}
 
     async def unanswered(*args: Any, **kwargs: Any) -> Any:
@@ -166,7 +166,7 @@ async def test_a_request_nats_did_not_take_leaves_a_keyed_task_for_its_retry(
             raise NatsTimeout
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(task_ops, "publish", unanswered)
+    monkeypatch.setattr("scanfleet.common.task_ops.publish", unanswered)
     gateway = make_gateway(rt)
     with pytest.raises(GatewayError) as refused:
         await gateway.submit(CALLER, scan("unanswered"), queue_at_once)
