@@ -308,6 +308,8 @@ class Stack:
         elif args[0] in SERVICES:
             port = self.service_ports.setdefault(name, free_port(LOOPBACK))
             ops = {"SCANFLEET_SERVICE_HOST": LOOPBACK, "SCANFLEET_SERVICE_PORT": str(port)}
+        if args[0] == "agent":
+            ops["SCANFLEET_AGENT_ID"] = name  # agents share this host: each its own identity
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanfleet.cli", *args],

@@ -344,6 +344,7 @@ class PoolDispatcher:
             def dispatched(record: TaskRecord) -> None:
                 record.instance = decision.instance
                 record.dispatch_attempts += 1
+                record.claimed_by = None  # a new dispatch: no agent has claimed this one yet
 
             with consumer_span(
                 held.msg,
