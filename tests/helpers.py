@@ -400,11 +400,12 @@ async def jsonrpc(
     name: str | None = None,
     token: str | None = None,
     gateway: str = "gateway",
+    capabilities: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One 2026-07-28 JSON-RPC request over plain HTTP, as the spec has a client send it: the
     protocol version and capabilities in ``_meta``, and the Mcp-Method / Mcp-Name headers;
     to the gateway process ``gateway``."""
-    capabilities = {"extensions": extensions} if extensions is not None else {}
+    capabilities = {**(capabilities or {}), **({"extensions": extensions} if extensions is not None else {})}
     meta = {
         "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
