@@ -52,7 +52,7 @@ from scanfleet.common.clients import (
     save_clients,
 )
 from scanfleet.common.embedded import free_port
-from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.messages import ExportEvent, Heartbeat, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import CompiledScope, Scope
 from scanfleet.common.targets import Target
@@ -131,6 +131,14 @@ async def task_events(js: JetStreamContext, task_id: str, kinds: Collection[str]
 
 
 # --- records and exports on a runtime -----------------------------------------------------------
+
+
+async def agent_alive(rt: Runtime, pool: str, instance: str) -> None:
+    """A heartbeat of a live, able agent for the scanner, as the agent writes it every 5 s."""
+    beat = Heartbeat(
+        pool=pool, instance=instance, agent_id="a", at=utcnow(), reachable=True, authenticated=True, scan_api=True
+    )
+    await rt.agents.put(contract.instance_key(pool, instance), encode(beat))
 
 
 async def add_task(rt: Runtime, task_id: str, state: TaskState) -> TaskRecord:

@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from scanfleet.common import bus, client_tasks, contract
 from scanfleet.common.config import parse_fleet
-from scanfleet.common.messages import Heartbeat, encode, utcnow
+from scanfleet.common.messages import utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import enqueue
@@ -26,7 +26,7 @@ from scanfleet.gateway.core import Gateway, SubmitScan, idempotency_key_hash
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.intake import STEPS, Crash, Step
 from scanfleet.janitor.stale import REQUEST_GRACE, REQUEST_LOST, Sweeper
-from tests.helpers import make_caller, make_gateway, queue_at_once
+from tests.helpers import agent_alive, make_caller, make_gateway, queue_at_once
 
 POOL, INSTANCE = "dmz", "scanner-3"
 CALLER = make_caller()
@@ -38,10 +38,7 @@ async def fleet(runtime: Runtime) -> Runtime:
     scanner = {"id": INSTANCE, "url": "https://s3:8834", "auth": {"access_key": "a", "secret_key": "b"}}
     config = parse_fleet({"pools": {POOL: {"scanners": [{**scanner, "max_concurrent_scans": 1}]}}}, source="t", env={})
     await sync_registry(runtime.registry, runtime.capacity, config)
-    beat = Heartbeat(
-        pool=POOL, instance=INSTANCE, agent_id="a", at=utcnow(), reachable=True, authenticated=True, scan_api=True
-    )
-    await runtime.agents.put(contract.instance_key(POOL, INSTANCE), encode(beat))
+    await agent_alive(runtime, POOL, INSTANCE)
     return runtime
 
 

@@ -9,13 +9,13 @@ import asyncio
 from scanfleet.agent.instance import InstanceAgent
 from scanfleet.common import capacity, contract
 from scanfleet.common.config import ScannerAuth, ScannerConfig, parse_fleet
-from scanfleet.common.messages import Assignment, Heartbeat, encode, utcnow
+from scanfleet.common.messages import Assignment, encode, utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState, request_of
 from scanfleet.dispatcher.service import Dispatcher
 from scanfleet.gateway.core import SubmitScan
-from tests.helpers import add_task, make_caller, make_gateway, queue_at_once, watch_until
+from tests.helpers import add_task, agent_alive, make_caller, make_gateway, queue_at_once, watch_until
 
 KEY = contract.instance_key("default", "scanner-1")
 SCANNER = ScannerConfig(id="scanner-1", url="https://s1:8834", auth=ScannerAuth(access_key="a", secret_key="b"))
@@ -59,16 +59,7 @@ async def test_a_dispatch_clears_the_claim_of_an_earlier_attempt(runtime: Runtim
     scanner = {"id": "scanner-1", "url": "https://s1:8834", "auth": {"access_key": "a", "secret_key": "b"}}
     fleet = parse_fleet({"pools": {"default": {"scanners": [scanner]}}}, source="t", env={})
     await sync_registry(rt.registry, rt.capacity, fleet)
-    beat = Heartbeat(
-        pool="default",
-        instance="scanner-1",
-        agent_id="a",
-        at=utcnow(),
-        reachable=True,
-        authenticated=True,
-        scan_api=True,
-    )
-    await rt.agents.put(KEY, encode(beat))
+    await agent_alive(rt, "default", "scanner-1")
     answer = await make_gateway(rt).submit(make_caller(), SubmitScan(targets="10.1.0.1", name="retried"), queue_at_once)
     task_id = answer["task_id"]
     await rt.tasks.update(task_id, lambda r: setattr(r, "claimed_by", "agent-of-an-earlier-attempt"))
