@@ -50,6 +50,20 @@ async def test_a_leader_leads_through_an_unanswered_renewal_only_while_its_lease
     assert not await dispatcher._hold_lease(), "it may have expired: a standby could lead now"
 
 
+async def test_a_renewal_left_hanging_is_given_up_before_the_lease_runs_out(runtime: Runtime) -> None:
+    settings = msgspec.structs.replace(runtime.settings, dispatcher_lease_ttl=1.0)
+    dispatcher = Dispatcher(runtime, settings, lead=True)
+    assert await dispatcher._hold_lease()
+
+    async def hanging() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    dispatcher.lease.renew = hanging  # type: ignore[method-assign]
+    assert not await dispatcher._hold_lease()
+    assert time.time() < dispatcher.lease.expires_at, "it stood down while the lease still held"
+
+
 async def test_concurrent_acquisition_has_one_winner(runtime: Runtime) -> None:
     leases = [Lease(runtime.leases, "dispatcher", f"d{i}", ttl=30) for i in range(8)]
     results = await asyncio.gather(*(lease.try_acquire() for lease in leases))

@@ -496,8 +496,11 @@ class Dispatcher:
         only as long as the lease last written is surely ours."""
         if not self.lead:
             return True
+        # A renewal left hanging must not outlast the lease: the pools dispatch while it hangs.
+        within = max(0.5, self.lease.expires_at - self.lease.ttl / 5 - time.time()) if self.lease.held else None
         try:
-            return await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
+            async with asyncio.timeout(within):
+                return await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
         except (NatsError, TimeoutError) as exc:
             ours = self.lease.still_ours()
             log.warning("dispatcher lease not renewed (%s); %s", exc, "leading on" if ours else "standing down")
