@@ -34,7 +34,7 @@ from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientErr
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import dead_letter_for, keep_in_progress, kv_get, pull
+from scanfleet.common.bus import UNANSWERED, dead_letter_for, keep_in_progress, kv_get, pull
 from scanfleet.common.config import ScannerConfig, Settings
 from scanfleet.common.contract import instance_key
 from scanfleet.common.credentials import CredentialStore
@@ -204,7 +204,12 @@ class InstanceAgent:
         probed = loop.time()
         while True:
             honour_cancel()
-            await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            try:
+                await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            except UNANSWERED as exc:
+                # A cluster electing the bucket's leader: the next beat goes in a moment. Raising
+                # would stop this scanner's agent and every scan in its hands with it.
+                log.warning("heartbeat of %s not written (%s)", self.key, type(exc).__name__)
             self.last_beat = beat
             wait = contract.AGENT_HEARTBEAT_INTERVAL
             retry_in = self.breaker.retry_in()
