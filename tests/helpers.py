@@ -52,7 +52,7 @@ from scanfleet.common.clients import (
     save_clients,
 )
 from scanfleet.common.embedded import free_port
-from scanfleet.common.messages import ExportEvent, ScanType, encode, utcnow
+from scanfleet.common.messages import ExportEvent, Heartbeat, ScanType, encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import CompiledScope, Scope
 from scanfleet.common.targets import Target
@@ -131,6 +131,14 @@ async def task_events(js: JetStreamContext, task_id: str, kinds: Collection[str]
 
 
 # --- records and exports on a runtime -----------------------------------------------------------
+
+
+async def agent_alive(rt: Runtime, pool: str, instance: str) -> None:
+    """A heartbeat of a live, able agent for the scanner, as the agent writes it every 5 s."""
+    beat = Heartbeat(
+        pool=pool, instance=instance, agent_id="a", at=utcnow(), reachable=True, authenticated=True, scan_api=True
+    )
+    await rt.agents.put(contract.instance_key(pool, instance), encode(beat))
 
 
 async def add_task(rt: Runtime, task_id: str, state: TaskState) -> TaskRecord:
@@ -304,19 +312,24 @@ def running_stack(options: StackOptions) -> Iterator[Stack]:
         print(running.log_tail(10))
         assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
         # Every service ran as its own NATS user: not one step outside its permissions.
-        refused = [line for line in running.nats.log_file.read_text().splitlines() if "Violation" in line]
+        lines = [line for log in running.nats.log_files for line in log.read_text().splitlines()]
+        refused = [line for line in lines if "Violation" in line]
         assert not refused, "NATS refused a service:\n" + "\n".join(refused[:20])
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(stack: Stack, token: str | None = None, **options: Any) -> AsyncIterator[Client]:
+async def mcp_client(
+    stack: Stack, token: str | None = None, *, gateway: str = "gateway", **options: Any
+) -> AsyncIterator[Client]:
     """Opened inside each test: the MCP client's anyio scopes must enter and exit in one task.
-    Authenticated as the stack's local client unless another ``token`` is given; ``options`` go
-    to the official ``Client`` (``mode``, ``extensions``, ``elicitation_callback``)."""
+    Authenticated as the stack's local client unless another ``token`` is given, on the gateway
+    process ``gateway``; ``options`` go to the official ``Client`` (``mode``, ``extensions``,
+    ``elicitation_callback``)."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
+    url = f"{stack.gateway_url_of(gateway)}/mcp"
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-        Client(streamable_http_client(stack.mcp_url, http_client=http), **options) as client,
+        Client(streamable_http_client(url, http_client=http), **options) as client,
     ):
         yield client
 
@@ -394,10 +407,13 @@ async def jsonrpc(
     extensions: dict[str, Any] | None = None,
     name: str | None = None,
     token: str | None = None,
+    gateway: str = "gateway",
+    capabilities: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One 2026-07-28 JSON-RPC request over plain HTTP, as the spec has a client send it: the
-    protocol version and capabilities in ``_meta``, and the Mcp-Method / Mcp-Name headers."""
-    capabilities = {"extensions": extensions} if extensions is not None else {}
+    protocol version and capabilities in ``_meta``, and the Mcp-Method / Mcp-Name headers;
+    to the gateway process ``gateway``."""
+    capabilities = {**(capabilities or {}), **({"extensions": extensions} if extensions is not None else {})}
     meta = {
         "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
@@ -412,7 +428,7 @@ async def jsonrpc(
     }
     if name is not None:
         headers["Mcp-Name"] = name
-    response = await http.post(stack.mcp_url, json=body, headers=headers)
+    response = await http.post(f"{stack.gateway_url_of(gateway)}/mcp", json=body, headers=headers)
     assert response.status_code < 500, response.text  # JSON-RPC errors may come with a 4xx status
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for line in response.text.splitlines():
@@ -424,15 +440,16 @@ async def jsonrpc(
     return response.json()  # type: ignore[no-any-return]
 
 
-def rest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
-    """A REST client for the stack's gateway, authenticated as the local client unless ``token``."""
+def rest(stack: Stack, token: str | None = None, timeout: float = 10.0, gateway: str = "gateway") -> httpx.Client:
+    """A REST client for the stack's gateway (the process ``gateway``), authenticated as the
+    local client unless ``token``."""
     headers = {"Authorization": f"Bearer {token or stack.token}"}
-    return httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=timeout)
+    return httpx.Client(base_url=stack.gateway_url_of(gateway), headers=headers, timeout=timeout)
 
 
-def arest(stack: Stack, token: str | None = None, timeout: float = 10.0) -> httpx.AsyncClient:
+def arest(stack: Stack, token: str | None = None, timeout: float = 10.0, gateway: str = "gateway") -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token or stack.token}"}
-    return httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=timeout)
+    return httpx.AsyncClient(base_url=stack.gateway_url_of(gateway), headers=headers, timeout=timeout)
 
 
 # --- access control -----------------------------------------------------------------------------
@@ -567,8 +584,8 @@ async def status_of(mcp: Client, task_id: str) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def stack_js(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on the stack's own nats-server, closed on exit."""
-    nc = await nats.connect(stack.nats.url)
+    """A JetStream context on the stack's own nats-server (any server of its cluster), closed on exit."""
+    nc = await nats.connect(stack.nats.url.split(","))
     try:
         yield nc.jetstream()
     finally:

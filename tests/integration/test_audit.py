@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from nats.errors import NoRespondersError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
@@ -98,3 +99,22 @@ async def test_a_submission_that_cannot_be_audited_is_not_queued(runtime: Runtim
     assert (await runtime.js.stream_info(contract.REQUESTS_STREAM)).state.messages == 0
     assert await client_tasks.active_tasks(runtime.client_tasks, "alice") == []
     assert await client_tasks.submitted(runtime.client_tasks, "alice") == []
+
+
+async def test_work_nats_did_not_answer_is_a_503_to_retry_and_is_audited(runtime: Runtime) -> None:
+    """A cluster electing a leader leaves requests unanswered for seconds: the caller is told to
+    try again (503, Retry-After), never given a 500, and the refusal is in the trail."""
+    scope = Scope(targets=["10.0.0.0/8"])
+    caller = Caller(Principal(Client(id="bob", role=Role.AGENT, scope=scope), CompiledScope.of(scope), "test"))
+
+    async def unanswered() -> dict[str, str]:
+        raise NoRespondersError
+
+    async with httpx.AsyncClient() as http:
+        guard = Guard(runtime, Authenticator(ClientDirectory(None), "http://127.0.0.1:1/mcp", http))
+        with pytest.raises(GatewayError) as refused:
+            await guard.run(caller, "get_scan_status", unanswered())
+    assert (refused.value.status, refused.value.code) == (503, "bus_unavailable")
+    assert refused.value.headers == {"Retry-After": "1"}
+    [denied] = await audit.read(runtime.js, audit.AuditQuery(client="bob"))
+    assert (denied.decision, denied.code) == ("deny", "bus_unavailable")

@@ -15,7 +15,6 @@ from nats.js.errors import NotFoundError
 
 from scanfleet.common import capacity, contract
 from scanfleet.common.config import parse_fleet
-from scanfleet.common.messages import Heartbeat, encode, utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskRecord, TaskState
@@ -24,18 +23,11 @@ from scanfleet.gateway.control import ScanControl
 from scanfleet.gateway.core import Gateway, SubmitScan
 from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.queue import QueueView
-from tests.helpers import make_caller, make_gateway, queue_at_once, until, watch_until
+from tests.helpers import agent_alive, make_caller, make_gateway, queue_at_once, until, watch_until
 
 POOL, INSTANCE = "dmz", "scanner-3"
 CALLER = make_caller()
 KEY = contract.instance_key(POOL, INSTANCE)
-
-
-async def _alive(rt: Runtime) -> None:
-    beat = Heartbeat(
-        pool=POOL, instance=INSTANCE, agent_id="a", at=utcnow(), reachable=True, authenticated=True, scan_api=True
-    )
-    await rt.agents.put(KEY, encode(beat))
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ async def fleet(runtime: Runtime) -> Runtime:
     scanner = {"id": INSTANCE, "url": "https://s3:8834", "auth": {"access_key": "a", "secret_key": "b"}}
     config = parse_fleet({"pools": {POOL: {"scanners": [{**scanner, "max_concurrent_scans": 1}]}}}, source="t", env={})
     await sync_registry(runtime.registry, runtime.capacity, config)
-    await _alive(runtime)
+    await agent_alive(runtime, POOL, INSTANCE)
     return runtime
 
 

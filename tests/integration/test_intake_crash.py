@@ -9,21 +9,24 @@ A new submission's queue position comes from the dispatch consumer's counts, not
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 
-from scanfleet.common import client_tasks, contract
+from scanfleet.common import bus, client_tasks, contract
 from scanfleet.common.config import parse_fleet
-from scanfleet.common.messages import Heartbeat, encode, utcnow
+from scanfleet.common.messages import utcnow
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import enqueue
 from scanfleet.common.tasks import TaskState
 from scanfleet.gateway.core import Gateway, SubmitScan, idempotency_key_hash
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.intake import STEPS, Crash, Step
 from scanfleet.janitor.stale import REQUEST_GRACE, REQUEST_LOST, Sweeper
-from tests.helpers import make_caller, make_gateway, queue_at_once
+from tests.helpers import agent_alive, make_caller, make_gateway, queue_at_once
 
 POOL, INSTANCE = "dmz", "scanner-3"
 CALLER = make_caller()
@@ -35,10 +38,7 @@ async def fleet(runtime: Runtime) -> Runtime:
     scanner = {"id": INSTANCE, "url": "https://s3:8834", "auth": {"access_key": "a", "secret_key": "b"}}
     config = parse_fleet({"pools": {POOL: {"scanners": [{**scanner, "max_concurrent_scans": 1}]}}}, source="t", env={})
     await sync_registry(runtime.registry, runtime.capacity, config)
-    beat = Heartbeat(
-        pool=POOL, instance=INSTANCE, agent_id="a", at=utcnow(), reachable=True, authenticated=True, scan_api=True
-    )
-    await runtime.agents.put(contract.instance_key(POOL, INSTANCE), encode(beat))
+    await agent_alive(runtime, POOL, INSTANCE)
     return runtime
 
 
@@ -145,3 +145,40 @@ async def test_a_record_left_without_its_request_and_no_retry_is_failed_by_the_j
     assert await client_tasks.active_tasks(rt.client_tasks, CALLER.id) == [queued]
     still = await rt.tasks.get(queued)
     assert still is not None and still.state is TaskState.QUEUED
+
+
+async def test_a_request_nats_did_not_take_leaves_a_keyed_task_for_its_retry(
+    fleet: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish unanswered (a cluster electing SCAN_REQUESTS' leader) must not fail a task its
+    client will retry with the same key: the retry queues that very task. Without a key nobody
+    can retry it, so it is failed at once, as before."""
+    rt = fleet
+    real = bus.publish
+    failing = {"left": 2}
+
+    async def unanswered(*args: Any, **kwargs: Any) -> Any:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise NatsTimeout
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr("scanfleet.common.task_ops.publish", unanswered)
+    gateway = make_gateway(rt)
+    with pytest.raises(GatewayError) as refused:
+        await gateway.submit(CALLER, scan("unanswered"), queue_at_once)
+    assert (refused.value.status, refused.value.code) == (503, "enqueue_failed")
+    [task_id] = await client_tasks.active_tasks(rt.client_tasks, CALLER.id)
+    record = await rt.tasks.get(task_id)
+    assert record is not None and record.state is TaskState.QUEUED and await requests_of(rt, task_id) == 0
+
+    with pytest.raises(GatewayError):  # unkeyed: this try is over
+        await gateway.submit(CALLER, scan(None), queue_at_once)
+    lost = [t for t in await client_tasks.submitted(rt.client_tasks, CALLER.id) if t != task_id]
+    assert [(await rt.tasks.get(t)).state for t in lost] == [TaskState.FAILED]  # type: ignore[union-attr]
+
+    retried = await make_gateway(rt).submit(CALLER, scan("unanswered"), queue_at_once)
+    assert retried["task_id"] == task_id and retried["idempotent"] is True
+    assert await requests_of(rt, task_id) == 1
+    record = await rt.tasks.get(task_id)
+    assert record is not None and record.state is TaskState.QUEUED

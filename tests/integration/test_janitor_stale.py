@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from scanfleet.common import admin_ops as admin
 from scanfleet.common import capacity, contract, expiry
-from scanfleet.common.messages import Heartbeat, encode, utcnow
+from scanfleet.common.messages import encode, utcnow
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.tasks import TaskState
 from scanfleet.janitor.stale import Sweeper
-from tests.helpers import add_task
+from tests.helpers import add_task, agent_alive
 
 
 async def age(rt: Runtime, task_id: str, seconds: float) -> None:
@@ -69,16 +69,7 @@ async def test_slots_of_a_dead_agent_come_back_only_once_accounted_for(runtime: 
     dead, live = "default.scanner-1", "default.scanner-2"
     for key in (dead, live):
         await capacity.ensure_limit(rt.capacity, key, 4)
-    beat = Heartbeat(
-        pool="default",
-        instance="scanner-2",
-        agent_id="a",
-        at=utcnow(),
-        reachable=True,
-        authenticated=True,
-        scan_api=True,
-    )
-    await rt.agents.put(live, encode(beat))
+    await agent_alive(rt, "default", "scanner-2")
     done = await add_task(rt, "t-done", TaskState.COMPLETED)
     running = await add_task(rt, "t-running-dead", TaskState.RUNNING)
     requeued = await add_task(rt, "t-requeued", TaskState.QUEUED)

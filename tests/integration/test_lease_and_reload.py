@@ -6,11 +6,15 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
+from nats.errors import NoRespondersError
+
 from scanfleet.common import capacity
 from scanfleet.common.config import FleetConfig, parse_fleet
 from scanfleet.common.lease import Lease
 from scanfleet.common.registry import fleet_view, sync_registry
 from scanfleet.common.runtime import Runtime
+from scanfleet.dispatcher.service import Dispatcher
 
 
 async def test_only_one_holder_and_takeover_after_expiry(runtime: Runtime) -> None:
@@ -27,6 +31,37 @@ async def test_only_one_holder_and_takeover_after_expiry(runtime: Runtime) -> No
     assert not await a.renew(), "a lost the lease and must learn it on its next renewal"
     await b.release()
     assert await a.try_acquire()
+
+
+async def test_a_leader_leads_through_an_unanswered_renewal_only_while_its_lease_lasts(runtime: Runtime) -> None:
+    """A cluster electing the leases bucket's leader answers no renewal for seconds: the
+    dispatcher neither dies nor stands down at once; it leads on while its lease surely lasts."""
+    settings = msgspec.structs.replace(runtime.settings, dispatcher_lease_ttl=1.0)
+    dispatcher = Dispatcher(runtime, settings, lead=True)
+    assert await dispatcher._hold_lease()
+
+    async def unanswered() -> bool:
+        raise NoRespondersError
+
+    dispatcher.lease.renew = unanswered  # type: ignore[method-assign]
+    assert await dispatcher._hold_lease(), "the lease written a moment ago still lasts"
+    # Past the lease's expiry less the margin (a fifth of the TTL): the time itself is the fact.
+    await asyncio.sleep(max(0.0, dispatcher.lease.expires_at - 0.2 - time.time()) + 0.05)
+    assert not await dispatcher._hold_lease(), "it may have expired: a standby could lead now"
+
+
+async def test_a_renewal_left_hanging_is_given_up_before_the_lease_runs_out(runtime: Runtime) -> None:
+    settings = msgspec.structs.replace(runtime.settings, dispatcher_lease_ttl=1.0)
+    dispatcher = Dispatcher(runtime, settings, lead=True)
+    assert await dispatcher._hold_lease()
+
+    async def hanging() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    dispatcher.lease.renew = hanging  # type: ignore[method-assign]
+    assert not await dispatcher._hold_lease()
+    assert time.time() < dispatcher.lease.expires_at, "it stood down while the lease still held"
 
 
 async def test_concurrent_acquisition_has_one_winner(runtime: Runtime) -> None:

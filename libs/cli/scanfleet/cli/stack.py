@@ -4,6 +4,11 @@
 can kill or restart any part of it. nats-server runs with authentication, one user per
 service (``common/nats_auth.py``); every part but the gateway listens on loopback only,
 whatever ``host`` the gateway is given.
+
+Grown, it is the deployment of docs/deployment.md on one machine: ``nats_nodes=3`` runs a
+JetStream cluster on loopback (every stream, bucket and object store at three replicas,
+every service given all three URLs) and ``replicas`` runs several processes of a service
+(``gateway-2`` on a port of its own, ``agent-2`` serving the same scanners).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import yaml
 
 from scanfleet.common.clients import Client, ClientsFile, Role, issue_token, load_clients, save_clients
 from scanfleet.common.crypto import generate_key_spec
-from scanfleet.common.embedded import LOOPBACK, NatsServer, free_port
+from scanfleet.common.embedded import LOOPBACK, NatsCluster, NatsServer, free_port
 from scanfleet.common.nats_auth import generate_passwords, write_private
 from scanfleet.common.scope import Scope
 
@@ -65,6 +70,15 @@ class StackOptions:
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     emulator_overrides: dict[str, object] = field(default_factory=dict)
+    # 1: one nats-server; 3 (or more): a JetStream cluster on loopback, every stream at R3.
+    nats_nodes: int = 1
+    # Processes per service (default one each): {"gateway": 2, "agent": 2}.
+    replicas: dict[str, int] = field(default_factory=dict)
+
+    def names(self, service: str) -> list[str]:
+        """The process names of a service: ``gateway``, then ``gateway-2``, ``gateway-3`` ..."""
+        count = max(1, self.replicas.get(service, 1))
+        return [service, *(f"{service}-{i}" for i in range(2, count + 1))]
 
 
 def _env_name(scanner: EmulatedScanner, what: str) -> str:
@@ -95,10 +109,23 @@ class Stack:
         self.logs = self.data_dir / "logs"
         # New passwords at every start; the services get theirs through their environment.
         self.nats_passwords = generate_passwords()
-        self.nats = NatsServer(
-            self.data_dir / "nats", host=LOOPBACK, port=options.nats_port, passwords=self.nats_passwords
-        )
+        self.nats: NatsServer | NatsCluster
+        if options.nats_nodes > 1:
+            self.nats = NatsCluster(
+                self.data_dir / "nats",
+                size=options.nats_nodes,
+                passwords=self.nats_passwords,
+                base_port=options.nats_port,
+            )
+        else:
+            self.nats = NatsServer(
+                self.data_dir / "nats", host=LOOPBACK, port=options.nats_port, passwords=self.nats_passwords
+            )
         self.gateway_port = options.gateway_port or free_port(options.host)
+        # Every gateway process by name; ``gateway`` is the one of ``gateway_url``.
+        self.gateway_ports = {"gateway": self.gateway_port}
+        # Every gateway seals MCP's requestState with the same key, so any one can unseal it.
+        self.request_state_key = secrets.token_hex(32)
         self.emulator_ports = {s: free_port(LOOPBACK) for s in options.fleet}
         # /health, /ready, /metrics of each service process (the gateway serves them on its own port).
         self.service_ports = {s: free_port(LOOPBACK) for s in SERVICES if s != "gateway"}
@@ -112,16 +139,20 @@ class Stack:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.options.host}:{self.gateway_port}"
+        return self.gateway_url_of("gateway")
 
     @property
     def mcp_url(self) -> str:
         return f"{self.gateway_url}/mcp"
 
+    def gateway_url_of(self, name: str) -> str:
+        """The base URL of the gateway process ``name`` (``gateway``, ``gateway-2`` ...)."""
+        return f"http://{self.options.host}:{self.gateway_ports[name]}"
+
     def service_url(self, name: str) -> str:
         """Where a service process serves /health, /ready and /metrics."""
-        if name == "gateway":
-            return self.gateway_url
+        if name in self.gateway_ports:
+            return self.gateway_url_of(name)
         return f"http://{LOOPBACK}:{self.service_ports[name]}"
 
     def emulator_url(self, scanner: EmulatedScanner) -> str:
@@ -142,8 +173,11 @@ class Stack:
                 "SCANFLEET_POLL_INTERVAL": str(self.options.poll_interval),
                 "SCANFLEET_LOG_LEVEL": self.options.log_level,
                 "SCANFLEET_CLIENTS_FILE": str(self.clients_file),
+                "SCANFLEET_MCP_REQUEST_STATE_KEYS": self.request_state_key,
             }
         )
+        if self.options.nats_nodes > 1:
+            env["SCANFLEET_NATS_REPLICAS"] = str(min(3, self.options.nats_nodes))
         for scanner, (access, secret) in self.secrets.items():
             env[_env_name(scanner, "ACCESS_KEY")] = access
             env[_env_name(scanner, "SECRET_KEY")] = secret
@@ -269,9 +303,13 @@ class Stack:
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         ops: dict[str, str] = {}
-        if args[0] in SERVICES and args[0] != "gateway":
+        if args[0] == "gateway":
+            ops = {"SCANFLEET_GATEWAY_PORT": str(self.gateway_ports.setdefault(name, free_port(self.options.host)))}
+        elif args[0] in SERVICES:
             port = self.service_ports.setdefault(name, free_port(LOOPBACK))
             ops = {"SCANFLEET_SERVICE_HOST": LOOPBACK, "SCANFLEET_SERVICE_PORT": str(port)}
+        if args[0] == "agent":
+            ops["SCANFLEET_AGENT_ID"] = name  # agents share this host: each its own identity
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanfleet.cli", *args],
@@ -305,24 +343,30 @@ class Stack:
         if provision.returncode != 0:
             raise RuntimeError(f"scanfleet provision failed:\n{provision.stderr}")
         for service in SERVICES:
-            self.start_service(service)
+            for name in self.options.names(service):
+                self.start_service(service, name=name)
         self.wait_ready(timeout)
 
     def start_service(self, service: str, name: str | None = None, env: dict[str, str] | None = None) -> None:
-        """Start a service process; ``name`` lets several of one service run side by side."""
+        """Start a service process; ``name`` lets several of one service run side by side
+        (another gateway gets a port of its own: ``gateway_url_of(name)``)."""
         self._spawn(name or service, service, env=env)
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, *, gateways: list[str] | None = None) -> None:
+        """Until every running gateway (or those named) answers /ready."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        waiting = list(gateways or [name for name in self.gateway_ports if name in self.procs])
+        while waiting and time.monotonic() < deadline:
             self.check_alive()
             try:
-                if httpx.get(f"{self.gateway_url}/ready", timeout=1.0).status_code == 200:
-                    return
+                if httpx.get(f"{self.gateway_url_of(waiting[0])}/ready", timeout=1.0).status_code == 200:
+                    waiting.pop(0)
+                    continue
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"gateway not ready after {timeout}s; logs in {self.logs}")
+        if waiting:
+            raise TimeoutError(f"{', '.join(waiting)} not ready after {timeout}s; logs in {self.logs}")
 
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}

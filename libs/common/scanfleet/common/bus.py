@@ -41,6 +41,18 @@ from scanfleet.common.telemetry import inject_headers, producer_span, record_pub
 
 log = logging.getLogger("scanfleet.bus")
 
+UNANSWERED: tuple[type[Exception], ...] = (
+    TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""What NATS answers while a server restarts or a cluster elects a leader: nothing, or
+"unavailable". The same request may succeed a moment later."""
+
 
 async def connect(
     url: str | list[str],
@@ -136,6 +148,14 @@ def _set_fields(config: StreamConfig) -> dict[str, Any]:
     return {k: v for k, v in config.as_dict().items() if v is not None}
 
 
+def direct_gets(bucket: contract.Bucket, replicas: int) -> bool:
+    """Direct gets on one server only: with replicas any replica answers them, a follower
+    that has not yet applied the last write too, so a read right after a write (a CAS
+    refused, then the current value read) could miss it. Reads of a replicated bucket go to
+    its leader."""
+    return bucket.direct and replicas == 1
+
+
 async def provision_bucket(js: JetStreamContext, bucket: contract.Bucket, replicas: int) -> tuple[KeyValue, str | None]:
     """Create the bucket or bring its stream to the contract and ``replicas``; what changed."""
     stream = contract.kv_stream(bucket.name)
@@ -148,7 +168,7 @@ async def provision_bucket(js: JetStreamContext, bucket: contract.Bucket, replic
                 description=bucket.description,
                 history=bucket.history,
                 ttl=bucket.ttl,
-                direct=bucket.direct,
+                direct=direct_gets(bucket, replicas),
                 storage=StorageType.FILE,
                 limit_marker_ttl=bucket.limit_marker_ttl,
                 replicas=replicas,
@@ -160,9 +180,16 @@ async def provision_bucket(js: JetStreamContext, bucket: contract.Bucket, replic
         "max_msgs_per_subject": bucket.history,
         "max_age": bucket.ttl or 0.0,
         "num_replicas": replicas,
+        "allow_direct": direct_gets(bucket, replicas),
     }
     current = info.config
-    now = (current.description, current.max_msgs_per_subject, current.max_age or 0.0, current.num_replicas or 1)
+    now = (
+        current.description,
+        current.max_msgs_per_subject,
+        current.max_age or 0.0,
+        current.num_replicas or 1,
+        bool(current.allow_direct),
+    )
     changed = None
     if now != tuple(wanted.values()):
         # Only the fields we manage: StreamConfig's defaults would clear the bucket's own flags.

@@ -6,11 +6,16 @@ the gateway adds a task only while the list is under the client's limit, and ``e
 removes it, so the limit holds across gateway replicas. A task that ended without being
 removed (a crash between the two writes) is pruned when the limit is reached, after its record
 says it has ended.
+
+A writer that lost a compare-and-set waits a random moment, growing with each round, before
+it reads again: every submission and every ended task of one client writes the same key, and
+on a cluster (a longer round trip) twelve writers retrying in lockstep used up every round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -36,6 +41,10 @@ async def _read(kv: KeyValue, client: str) -> tuple[Active, int | None]:
     return msgspec.json.decode(entry.value, type=Active), entry.revision
 
 
+async def _back_off(round_: int) -> None:
+    await asyncio.sleep(random.uniform(0, min(0.25, 0.002 * 2**round_)))
+
+
 async def _write(kv: KeyValue, client: str, active: Active, revision: int | None) -> bool:
     key, value = contract.client_active_key(client), msgspec.json.encode(active)
     try:
@@ -51,7 +60,7 @@ async def _write(kv: KeyValue, client: str, active: Active, revision: int | None
 async def claim_active(kv: KeyValue, client: str, task_id: str, limit: int, still_active: StillActive) -> int | None:
     """Count ``task_id`` against the client's limit; None when that would exceed it, else the
     number of the client's active tasks including this one."""
-    for _ in range(MAX_CAS_ROUNDS):
+    for round_ in range(MAX_CAS_ROUNDS):
         active, revision = await _read(kv, client)
         if task_id in active.tasks:
             return len(active.tasks)
@@ -63,6 +72,7 @@ async def claim_active(kv: KeyValue, client: str, task_id: str, limit: int, stil
         active.tasks.append(task_id)
         if await _write(kv, client, active, revision):
             return len(active.tasks)
+        await _back_off(round_)
     raise RuntimeError(f"active tasks of {client}: too much contention")
 
 
@@ -77,13 +87,14 @@ def unended_in(tasks: TaskStore) -> StillActive:
 
 
 async def release_active(kv: KeyValue, client: str, task_id: str) -> None:
-    for _ in range(MAX_CAS_ROUNDS):
+    for round_ in range(MAX_CAS_ROUNDS):
         active, revision = await _read(kv, client)
         if task_id not in active.tasks:
             return
         active.tasks.remove(task_id)
         if await _write(kv, client, active, revision):
             return
+        await _back_off(round_)
     raise RuntimeError(f"active tasks of {client}: too much contention")
 
 

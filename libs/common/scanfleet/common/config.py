@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     poll_interval: float = 10.0
     export_timeout: float = 600.0
     agent_instances: str | None = None
+    # An agent process's identity, kept across its restarts: it claims tasks under it, and
+    # resumes at start only the tasks it claimed (default: the host name; several agent
+    # processes on one host need one each).
+    agent_id: str | None = None
     dispatcher_lease: bool = True
     dispatcher_lease_ttl: float = 10.0
     dispatch_ack_wait: float = 30.0

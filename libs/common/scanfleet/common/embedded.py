@@ -85,6 +85,11 @@ class NatsServer:
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
+    @property
+    def log_files(self) -> list[Path]:
+        """As ``NatsCluster.log_files``: a caller need not know which of the two it has."""
+        return [self.log_file]
+
     def start(self, timeout: float = 20.0, *, attempts: int = 5) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(attempts):
@@ -196,6 +201,15 @@ class NatsCluster:
         """Every server, comma-separated (``SCANFLEET_NATS_URL``)."""
         return ",".join(self.urls)
 
+    @property
+    def address(self) -> str:
+        """Every server's URL without credentials, comma-separated (as ``NatsServer.address``)."""
+        return self.nats_url
+
+    @property
+    def log_files(self) -> list[Path]:
+        return [s.log_file for s in self.servers]
+
     def url_for(self, user: str) -> str:
         return ",".join(s.url_for(user) for s in self.servers)
 
@@ -281,3 +295,8 @@ class NatsCluster:
     def stop(self, *, kill: bool = False) -> None:
         for server in self.servers:
             server.stop(kill=kill)
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Every server at once (as ``NatsServer.restart``); one node: ``by_name(n).restart()``."""
+        self.stop(kill=kill)
+        self.start()

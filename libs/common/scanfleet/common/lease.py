@@ -2,8 +2,12 @@
 
 The value carries its own expiry. A standby may take the lease over only once that
 expiry has passed, and only with the revision it read, so two would-be leaders cannot
-both win. Holders renew well inside the lease time; a holder whose renewal fails has
+both win. Holders renew well inside the lease time; a holder whose renewal is refused has
 lost the lease and must stop acting as leader at once.
+
+A renewal NATS does not answer (a cluster electing a stream leader) neither keeps nor loses
+the lease: ``still_ours`` says whether the last lease written is safely unexpired, for a
+holder to keep leading through a failover shorter than the lease, and no longer.
 """
 
 from __future__ import annotations
@@ -35,10 +39,18 @@ class Lease:
         self.holder = holder
         self.ttl = ttl
         self.revision: int | None = None
+        # The expiry of the last lease this holder wrote and saw acknowledged.
+        self.expires_at = 0.0
 
     @property
     def held(self) -> bool:
         return self.revision is not None
+
+    def still_ours(self, margin: float | None = None) -> bool:
+        """Held, and the lease last written lasts another ``margin`` (a fifth of the TTL): no
+        standby may take it before then, whatever NATS answers meanwhile."""
+        margin = self.ttl / 5 if margin is None else margin
+        return self.held and time.time() + margin < self.expires_at
 
     async def current(self) -> LeaseValue | None:
         entry = await kv_get(self.kv, self.key)
@@ -52,12 +64,14 @@ class Lease:
         try:
             if entry is None or entry.value is None:
                 self.revision = await kv_create(self.kv, self.key, value)
+                self.expires_at = now + self.ttl
                 return True
             current = _decoder.decode(entry.value)
             if current.holder != self.holder and current.expires_at > now:
                 self.revision = None
                 return False
             self.revision = int(await self.kv.update(self.key, value, last=entry.revision))
+            self.expires_at = now + self.ttl
             return True
         except KeyWrongLastSequenceError:
             self.revision = None
@@ -71,6 +85,7 @@ class Lease:
         value = _encoder.encode(LeaseValue(holder=self.holder, expires_at=now + self.ttl, acquired_at=now))
         try:
             self.revision = int(await self.kv.update(self.key, value, last=self.revision))
+            self.expires_at = now + self.ttl
             return True
         except KeyWrongLastSequenceError:
             self.revision = None

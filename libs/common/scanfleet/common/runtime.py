@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
-from scanfleet.common.bus import connect, provision, publish
+from scanfleet.common.bus import UNANSWERED, connect, provision, publish
 from scanfleet.common.config import Settings
 from scanfleet.common.logs import setup_logging
 from scanfleet.common.messages import DeadLetter, TaskEvent, encode, scrub_credentials, utcnow
@@ -80,6 +80,9 @@ class Runtime:
         return bool(self.nc.is_connected)
 
 
+PROVISION_WITHIN = 60.0
+
+
 async def open_runtime(service: str, settings: Settings, *, topology: contract.Topology | None = None) -> Runtime:
     """Connect, make sure the contract exists (idempotent), and open the buckets."""
     nc = await connect(
@@ -90,8 +93,7 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
     wanted = dataclasses.replace(
         topology or contract.Topology(), audit_max_age=retention, replicas=settings.nats_replicas
     )
-    changes = await provision(js, wanted)
-    buckets = {b.name: await js.key_value(b.name) for b in contract.BUCKETS}
+    changes, buckets = await _provisioned(js, wanted)
     return Runtime(
         service=service,
         settings=settings,
@@ -110,6 +112,23 @@ async def open_runtime(service: str, settings: Settings, *, topology: contract.T
         nessus_scans=buckets[contract.NESSUS_SCANS_BUCKET],
         provisioned=changes,
     )
+
+
+async def _provisioned(js: JetStreamContext, wanted: contract.Topology) -> tuple[list[str], dict[str, KeyValue]]:
+    """Provision and open the buckets. A service (re)started while its cluster elects a leader
+    finds JetStream unanswering for a few seconds: it tries again, for ``PROVISION_WITHIN``."""
+    deadline = asyncio.get_running_loop().time() + PROVISION_WITHIN
+    delay = 0.5
+    while True:
+        try:
+            changes = await provision(js, wanted)
+            return changes, {b.name: await js.key_value(b.name) for b in contract.BUCKETS}
+        except UNANSWERED as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("JetStream did not answer provisioning (%s); trying again in %.1fs", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 @contextlib.asynccontextmanager

@@ -33,12 +33,16 @@ async def enqueue(
     credentials: SealedCredentials | None = None,
     credential_ref: str | None = None,
     if_absent: bool = False,
+    fail_task: bool = True,
 ) -> str:
     """Publish the request of a ``queued`` task; returns its ``Nats-Msg-Id``.
 
     The message id counts the task's retries (``contract.request_msg_id``), so a retried
     task is a new message to the dispatcher and a repeated publish of the same try is not.
-    A failed publish fails the task, so no record waits forever for a request that never went.
+    A failed publish fails the task, so no record waits forever for a request that never went;
+    with ``fail_task=False`` the task stays queued for a retry to complete (a submission with an
+    idempotency key: its retry publishes the request if the stream has none, and the janitor
+    fails it as ``request_lost`` if no retry comes). Either way ``EnqueueFailed`` is raised.
 
     ``if_absent``: publish only when the task has no request in the stream (a repair after a
     crash; the duplicate window alone would not cover a request older than the window).
@@ -53,14 +57,17 @@ async def enqueue(
     except APIError as exc:
         if if_absent and exc.err_code == contract.ERR_WRONG_LAST_SEQUENCE:
             return msg_id
-        await _fail_enqueue(rt, record, exc)
+        await _fail_enqueue(rt, record, exc, fail_task)
     except Exception as exc:
-        await _fail_enqueue(rt, record, exc)
+        await _fail_enqueue(rt, record, exc, fail_task)
     return msg_id
 
 
-async def _fail_enqueue(rt: Runtime, record: TaskRecord, exc: Exception) -> NoReturn:
+async def _fail_enqueue(rt: Runtime, record: TaskRecord, exc: Exception, fail_task: bool) -> NoReturn:
     error = f"could not enqueue: {exc}"
+    if not fail_task:
+        log.warning("request of task %s not published (%s); left queued for a retry", record.task_id, exc)
+        raise EnqueueFailed(error) from exc
 
     def failed(r: TaskRecord) -> None:
         r.error = error

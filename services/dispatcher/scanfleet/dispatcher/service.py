@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from scanfleet.common import capacity, contract, ops_http, queue_order
 from scanfleet.common.aio import honour_cancel
@@ -343,6 +344,7 @@ class PoolDispatcher:
             def dispatched(record: TaskRecord) -> None:
                 record.instance = decision.instance
                 record.dispatch_attempts += 1
+                record.claimed_by = None  # a new dispatch: no agent has claimed this one yet
 
             with consumer_span(
                 held.msg,
@@ -476,7 +478,7 @@ class Dispatcher:
             while True:
                 honour_cancel()
                 await self._refresh_windows()
-                leading = not self.lead or await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
+                leading = await self._hold_lease()
                 if leading:
                     self._ensure_pools()
                 elif self.pools:
@@ -488,6 +490,21 @@ class Dispatcher:
             if self.lead:
                 with contextlib.suppress(Exception):
                     await self.lease.release()
+
+    async def _hold_lease(self) -> bool:
+        """Renew or take the lease; while NATS does not answer (a cluster failing over), lead on
+        only as long as the lease last written is surely ours."""
+        if not self.lead:
+            return True
+        # A renewal left hanging must not outlast the lease: the pools dispatch while it hangs.
+        within = max(0.5, self.lease.expires_at - self.lease.ttl / 5 - time.time()) if self.lease.held else None
+        try:
+            async with asyncio.timeout(within):
+                return await (self.lease.renew() if self.lease.held else self.lease.try_acquire())
+        except (NatsError, TimeoutError) as exc:
+            ours = self.lease.still_ours()
+            log.warning("dispatcher lease not renewed (%s); %s", exc, "leading on" if ours else "standing down")
+            return ours
 
     def _ensure_pools(self) -> None:
         """Start a dispatcher for every pool, and restart any that died (logging why)."""

@@ -18,7 +18,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from scanfleet.common import contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import kv_create, kv_get
+from scanfleet.common.bus import UNANSWERED, kv_create, kv_get
 from scanfleet.common.contract import EventKind
 from scanfleet.common.messages import utcnow
 from scanfleet.common.runtime import Runtime
@@ -84,9 +84,16 @@ class PoolStatsTracker:
                 continue
             if not self.active():
                 continue
-            task_id = contract.task_of_event(msg.subject)
-            record = await self.rt.tasks.get(task_id) if task_id else None
-            if record is None or record.dispatched_at is None or record.finished_at is None:
-                continue
-            duration = (record.finished_at - record.dispatched_at).total_seconds()
-            await record_duration(self.rt, record.pool, duration)
+            try:
+                await self._fold_in(msg.subject)
+            except UNANSWERED as exc:
+                # A cluster electing a leader: one sample less, never a dead dispatcher.
+                log.warning("scan duration not recorded (%s)", type(exc).__name__)
+
+    async def _fold_in(self, subject: str) -> None:
+        task_id = contract.task_of_event(subject)
+        record = await self.rt.tasks.get(task_id) if task_id else None
+        if record is None or record.dispatched_at is None or record.finished_at is None:
+            return
+        duration = (record.finished_at - record.dispatched_at).total_seconds()
+        await record_duration(self.rt, record.pool, duration)

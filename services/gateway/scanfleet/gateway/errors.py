@@ -66,7 +66,10 @@ NEXT_STEPS: dict[str, str] = {
     "unknown_instance": "Use one of 'valid_instances' or leave scanner_instance out.",
     "no_scanners": "No scanner is registered yet; try again later or ask an operator.",
     "idempotency_conflict": "Use a new idempotency_key for a different request, or read the task named here.",
-    "enqueue_failed": "Nothing was queued; submit the same request again (reuse the idempotency_key).",
+    "enqueue_failed": (
+        "Submit the same request again with the same idempotency_key: the retry queues this very scan. "
+        "(Without a key this try was failed; submit again.)"
+    ),
     # Tasks and results
     "task_not_found": "Check the task_id; list_tasks shows this client's scans.",
     "not_ready": "Wait for completion: get_scan_status with wait_seconds, then read the results.",
@@ -93,6 +96,10 @@ NEXT_STEPS: dict[str, str] = {
     "credentials_inline": "Submit the scan anew with credentials, or with a credential_ref so it can be repeated.",
     # Service
     "audit_unavailable": "Nothing was done; try again shortly.",
+    "bus_unavailable": (
+        "Try again in a moment (a submission with the same idempotency_key: it completes the same scan, never a "
+        "second one)."
+    ),
     "internal_error": "Try again; if it persists, report the time and tool to an operator.",
     "not_found": "Check the path and identifier.",
     "invalid_host": "Call the gateway by a host name it is configured for (SCANFLEET_PUBLIC_URL).",
@@ -110,6 +117,17 @@ NEXT_STEPS: dict[str, str] = {
 """What an agent can do about each refusal: one table, so every error carries its ``next_steps``."""
 
 DEFAULT_NEXT_STEPS = "Read the message, correct the request, and try again."
+
+
+def bus_unavailable() -> GatewayError:
+    """NATS did not answer (a server restarting, a cluster electing a leader): the caller may
+    simply try again, so a 503 with Retry-After, never a 500."""
+    return GatewayError(
+        503,
+        "bus_unavailable",
+        "scanfleet's message bus did not answer in time (it may be failing over); try again",
+        headers={"Retry-After": "1"},
+    )
 
 
 def next_steps(code: str) -> str:

@@ -7,7 +7,9 @@ retry with the same idempotency key then completes the same task:
 - claim without record: the retry adopts the claimed task id and carries on (within
   ``ADOPT_WITHIN`` of the claim; an older claim's record has expired, which stays a 409);
 - record without request: the retry publishes the request, only if the stream has none
-  for the task (``enqueue(if_absent=True)``), so a request is never doubled.
+  for the task (``enqueue(if_absent=True)``), so a request is never doubled. A publish NATS
+  did not take (a cluster electing the stream's leader) leaves the same state, so a keyed
+  submission's task is not failed then: the client is told to retry with its key.
 
 Two retries racing each other meet at the record's create-only write: one writes, the
 other answers with the record as a repeat.
@@ -125,7 +127,13 @@ class Intake:
         self.crash("recorded")
         await self._announce(record)
         self.crash("announced")
-        await enqueue(self.rt, record, credentials=seal(record.task_id), credential_ref=record.credential_ref)
+        await enqueue(
+            self.rt,
+            record,
+            credentials=seal(record.task_id),
+            credential_ref=record.credential_ref,
+            fail_task=key_hash is None,  # with a key, the client's retry completes this very task
+        )
         self.crash("published")
         return record, False
 
@@ -147,6 +155,7 @@ class Intake:
             credentials=seal(record.task_id),
             credential_ref=record.credential_ref,
             if_absent=True,
+            fail_task=False,
         )
 
     async def _claim(self, key_hash: str, task_id: str, digest: str) -> str | None:

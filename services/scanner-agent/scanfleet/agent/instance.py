@@ -7,9 +7,13 @@ already on the scanner instead of launching a second one.
 
 Redelivery only comes ``ack_wait`` after the last in-progress ack, so at start-up the agent
 also reconciles: every task holding a slot on its instances that is dispatched, running or
-exporting is resumed at once from its assignment, read straight from the work-queue stream.
-A redelivery that arrives later joins the work in hand (or finds it finished) and is acked
-only then, so no stale ack can remove an assignment that is still being worked on.
+exporting and that this agent claimed (its ``agent_id`` outlives a restart) is resumed at once
+from its assignment, read straight from the work-queue stream. A task another agent of the
+same scanner claimed is left alone: that agent may be running it right now, and if it died,
+its assignment is redelivered after ``ack_wait`` (two runs of one task could each create a
+Nessus scan and launch it). A redelivery that arrives later joins the work in hand (or finds
+it finished) and is acked only then, so no stale ack can remove an assignment that is still
+being worked on.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientErr
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
 from scanfleet.common.aio import honour_cancel
-from scanfleet.common.bus import dead_letter_for, keep_in_progress, kv_get, pull
+from scanfleet.common.bus import UNANSWERED, dead_letter_for, keep_in_progress, kv_get, pull
 from scanfleet.common.config import ScannerConfig, Settings
 from scanfleet.common.contract import instance_key
 from scanfleet.common.credentials import CredentialStore
@@ -200,7 +204,12 @@ class InstanceAgent:
         probed = loop.time()
         while True:
             honour_cancel()
-            await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            try:
+                await self.rt.agents.put(self.key, encode(self._stamp(beat)))
+            except UNANSWERED as exc:
+                # A cluster electing the bucket's leader: the next beat goes in a moment. Raising
+                # would stop this scanner's agent and every scan in its hands with it.
+                log.warning("heartbeat of %s not written (%s)", self.key, type(exc).__name__)
             self.last_beat = beat
             wait = contract.AGENT_HEARTBEAT_INTERVAL
             retry_in = self.breaker.retry_in()
@@ -220,12 +229,14 @@ class InstanceAgent:
     # Assignments ------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Resume at once every task this instance holds a slot for and that is still in flight."""
+        """Resume at once every task this agent claimed that holds a slot here and is in flight."""
         slots = (await capacity.read_all(self.rt.capacity)).get(self.key)
         for task_id in list(slots.tasks) if slots else []:
             record = await self.rt.tasks.get(task_id)
             if record is None or record.instance != self.scanner.id or record.state not in RESUMABLE:
                 continue
+            if record.claimed_by != self.agent_id:
+                continue  # another agent's, or not yet claimed: its assignment is still in the queue
             subject = contract.assignment_subject(self.pool, self.scanner.id, task_id)
             try:
                 raw = await self.rt.js.get_last_msg(contract.ASSIGNMENTS_STREAM, subject)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-import uuid
+import socket
 
 from scanfleet.agent.fleet import AgentFleet, select
 from scanfleet.agent.instance import InstanceAgent, credential_resolver
@@ -24,7 +24,7 @@ async def serve(settings: Settings) -> None:
     if unknown:
         valid = ", ".join(f"{p}/{s.id}" for p, s in fleet.instances())
         raise SystemExit(f"unknown scanner instances {sorted(unknown)}; valid: {valid}")
-    agent_id = uuid.uuid4().hex[:12]
+    agent_id = settings.agent_id or socket.gethostname()
     async with service_runtime("agent", settings, topology=fleet.topology(settings.dispatch_ack_wait)) as rt:
         agents = AgentFleet(
             rt,
