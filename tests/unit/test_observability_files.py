@@ -108,17 +108,21 @@ def test_the_issue_s_alerts_are_all_there() -> None:
     assert wanted <= {r["alert"].removeprefix("Scanfleet") for r in rules()}
 
 
-def test_scrape_config_reaches_every_service_on_its_compose_port() -> None:
+def test_scrape_config_reaches_every_replica_of_every_service_on_its_compose_port() -> None:
     config = yaml.safe_load((OBS / "prometheus.yml").read_text())
     assert config["rule_files"] == ["alerts.yml"]
-    targets = {
-        t: sc["labels"]["service"]
-        for job in config["scrape_configs"]
-        for sc in job["static_configs"]
-        for t in sc["targets"]
-    }
-    compose = yaml.safe_load(COMPOSE.read_text())
-    ops_port = compose["x-scanfleet"]["environment"]["SCANFLEET_SERVICE_PORT"]
-    gateway_port = compose["services"]["gateway"]["environment"]["SCANFLEET_GATEWAY_PORT"]
-    expected = {f"{s}:{gateway_port if s == 'gateway' else ops_port}": s for s in SERVICES}
-    assert targets == expected
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+    ops_port = yaml.safe_load(COMPOSE.read_text())["x-scanfleet"]["environment"]["SCANFLEET_SERVICE_PORT"]
+    gateways = {name: svc for name, svc in compose.items() if svc.get("command") == ["gateway"]}
+    assert len(gateways) >= 2
+    (static,) = jobs["scanfleet-gateway"]["static_configs"]
+    ports = {svc["environment"]["SCANFLEET_GATEWAY_PORT"] for svc in gateways.values()}
+    assert sorted(static["targets"]) == sorted(f"{name}:{port}" for name in gateways for port in ports)
+    assert static["labels"] == {"service": "gateway"}
+    (dns,) = jobs["scanfleet-services"]["dns_sd_configs"]
+    others = [s for s in SERVICES if s != "gateway"]
+    assert sorted(dns["names"]) == sorted(others) and str(dns["port"]) == ops_port and dns["type"] == "A"
+    assert all(compose[s]["command"] == [s] for s in others)
+    relabel = jobs["scanfleet-services"]["relabel_configs"]
+    assert {"source_labels": ["__meta_dns_name"], "target_label": "service"} in relabel
