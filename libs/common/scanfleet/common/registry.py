@@ -55,8 +55,9 @@ class ScannerView(msgspec.Struct, kw_only=True):
 
     @property
     def usable(self) -> bool:
-        """May receive new work: enabled, its agent alive, its scanner able to launch scans and
-        its circuit breaker closed (half open means its one trial call is still deciding)."""
+        """May receive new work: enabled, its agent alive, its scanner able to launch scans, not
+        starting up (Nessus loading its plugins) and its circuit breaker closed (half open means
+        its one trial call is still deciding)."""
         hb = self.heartbeat
         return (
             self.entry.enabled
@@ -65,6 +66,7 @@ class ScannerView(msgspec.Struct, kw_only=True):
             and hb.reachable
             and hb.authenticated
             and hb.scan_api
+            and not hb.starting
             and hb.circuit == "closed"
         )
 
