@@ -71,6 +71,25 @@ class ScannerView(msgspec.Struct, kw_only=True):
         )
 
     @property
+    def state(self) -> str:
+        """One word for what the scanner is doing now, the first that applies: ``disabled``,
+        ``no_agent``, ``starting`` (Nessus loading its plugins, or its container just started),
+        ``circuit_open`` (open or half open), ``unreachable``, ``unavailable`` (it answers but
+        cannot take scans: keys, licence) or ``ready``."""
+        hb = self.heartbeat
+        if not self.entry.enabled or self.entry.removing:
+            return "disabled"
+        if hb is None:
+            return "no_agent"
+        if hb.starting:
+            return "starting"
+        if hb.circuit != "closed":
+            return "circuit_open"
+        if not hb.reachable:
+            return "unreachable"
+        return "ready" if self.usable else "unavailable"
+
+    @property
     def utilization(self) -> float:
         return self.slots.active / self.slots.limit if self.slots.limit else 1.0
 
