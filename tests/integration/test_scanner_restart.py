@@ -21,11 +21,12 @@ from scanfleet.agent.fleet import AgentFleet, select
 from scanfleet.agent.instance import credential_resolver
 from scanfleet.common import audit, capacity, contract, scanner_ops
 from scanfleet.common.admin_ops import AdminError
-from scanfleet.common.clients import ClientDirectory, Role, Scope
+from scanfleet.common.clients import ClientDirectory, Role
 from scanfleet.common.config import load_fleet
 from scanfleet.common.messages import Heartbeat
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
+from scanfleet.common.scope import Scope
 from scanfleet.emulator.app import create_app
 from scanfleet.gateway.admin import admin_router
 from scanfleet.gateway.auth import Authenticator
