@@ -122,6 +122,13 @@ def test_starting_or_failing(answer: str | None, container: ContainerStatus | No
     assert starting(answer, container, NOW, grace_seconds=300) is expected
 
 
+def test_silence_after_nessus_answered_since_its_container_started_is_a_failure() -> None:
+    container = running_since(60)
+    assert starting(None, container, NOW, grace_seconds=300, last_answer=NOW - timedelta(seconds=61))
+    assert not starting(None, container, NOW, grace_seconds=300, last_answer=NOW - timedelta(seconds=30))
+    assert starting("loading", container, NOW, grace_seconds=300, last_answer=NOW)
+
+
 def test_who_may_restart_when() -> None:
     refusal = restart_refusal(None, restarting=False, busy=[], force=False)
     assert refusal is not None and refusal[0] == "not_container_managed"

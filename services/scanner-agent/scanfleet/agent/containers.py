@@ -62,14 +62,21 @@ def unreachable(config: ContainerConfig, error: str) -> ContainerStatus:
     return ContainerStatus(name=config.name, engine=public_engine(config.engine), error=error)
 
 
-def starting(server_status: str | None, container: ContainerStatus | None, now: datetime, grace_seconds: float) -> bool:
+def starting(
+    server_status: str | None,
+    container: ContainerStatus | None,
+    now: datetime,
+    grace_seconds: float,
+    last_answer: datetime | None = None,
+) -> bool:
     """Whether the scanner is starting up: no work for it, and its failures do not count.
 
     Nessus says so itself (``loading``). When it does not answer at all, only its container
     can tell a start from a failure: one being created or restarted, or one started less than
-    ``grace_seconds`` ago (the process inside is still coming up). A container's health
-    status alone is not trusted: engines without a health-check runner (podman outside
-    systemd) report ``starting`` for ever.
+    ``grace_seconds`` ago whose Nessus has not answered since (``last_answer``: the last time
+    it did): the process inside is still coming up. Once it has answered, silence is a failure.
+    A container's health status alone is not trusted: engines without a health-check runner
+    (podman outside systemd) report ``starting`` for ever.
     """
     if server_status is not None:
         return server_status in STARTING_STATUSES
@@ -78,6 +85,8 @@ def starting(server_status: str | None, container: ContainerStatus | None, now: 
     if container.state in BOOTING_STATES:
         return True
     if container.state != "running" or container.started_at is None:
+        return False
+    if last_answer is not None and last_answer >= container.started_at:
         return False
     return (now - container.started_at).total_seconds() < grace_seconds
 

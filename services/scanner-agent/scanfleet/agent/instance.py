@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 from nats.aio.msg import Msg
@@ -112,6 +113,7 @@ class InstanceAgent:
         self.credentials = credentials or credential_resolver(rt.settings)
         self.work: dict[str, Work] = {}
         self.last_beat: Heartbeat | None = None
+        self.last_answer: datetime | None = None  # when Nessus last answered /server/status
         self.beat_now = asyncio.Event()
         self.breaker = CircuitBreaker(
             threshold=rt.settings.circuit_threshold,
@@ -126,6 +128,7 @@ class InstanceAgent:
             engines or Engines(),
             config=lambda: self.scanner.container,
             busy=self._busy,
+            stopping=self._stopping,
             restarted=self._restarted,
         )
 
@@ -161,6 +164,11 @@ class InstanceAgent:
         slots = (await capacity.read_all(self.rt.capacity)).get(self.key)
         return sorted(set(self.work) | set(slots.tasks if slots else []))
 
+    def _stopping(self) -> None:
+        """Its container is being restarted: the scanner's calls fail now, and that is expected."""
+        self.breaker.starting = True
+        self.beat_now.set()
+
     def _restarted(self) -> None:
         """The container was just restarted: what failed before is history, the start-up is next."""
         self.breaker.reset()
@@ -191,6 +199,7 @@ class InstanceAgent:
         unanswered: NessusTransientError | None = None
         try:
             answer = await self.client.server_status()
+            self.last_answer = utcnow()
         except NessusTransientError as exc:
             unanswered = exc
         except NessusError:
@@ -198,7 +207,7 @@ class InstanceAgent:
         container = self.scanner.container
         grace = container.startup_grace_minutes * 60.0 if container is not None else 0.0
         self.breaker.starting = self.keeper.restarting or starting(
-            answer.status if answer is not None else None, beat.container, utcnow(), grace
+            answer.status if answer is not None else None, beat.container, utcnow(), grace, self.last_answer
         )
         if self.breaker.starting:
             if trial:

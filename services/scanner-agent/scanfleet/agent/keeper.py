@@ -42,8 +42,9 @@ log = logging.getLogger("scanfleet.agent")
 
 class ContainerKeeper:
     """``config`` reads the scanner's current ``container`` block (a reload may change it);
-    ``busy`` lists the tasks in hand on the scanner; ``restarted`` runs after every restart the
-    engine carried out (the agent resets the circuit and watches the start-up)."""
+    ``busy`` lists the tasks in hand on the scanner; ``stopping`` runs as a restart begins (the
+    scanner's failed calls stop counting) and ``restarted`` after every restart the engine
+    carried out (the agent resets the circuit and watches the start-up)."""
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class ContainerKeeper:
         *,
         config: Callable[[], ContainerConfig | None],
         busy: Callable[[], Awaitable[list[str]]],
+        stopping: Callable[[], None],
         restarted: Callable[[], None],
     ) -> None:
         self.rt = rt
@@ -62,6 +64,7 @@ class ContainerKeeper:
         self.engines = engines
         self.config = config
         self.busy = busy
+        self.stopping = stopping
         self.restarted = restarted
         self.status: ContainerStatus | None = None
         self.restarting = False
@@ -96,6 +99,7 @@ class ContainerKeeper:
         self.restarting = True
         self.restarted_at, self.restarted_by = utcnow(), by
         log.warning("%s/%s: restarting container %s for %s", self.pool, self.instance, config.name, by)
+        self.stopping()
         try:
             attrs = await self.engines.restart(config.engine, config.name, config.stop_timeout_seconds)
         finally:
