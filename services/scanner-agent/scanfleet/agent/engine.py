@@ -21,8 +21,9 @@ from scanfleet.common.messages import RestartRefusal
 
 log = logging.getLogger("scanfleet.agent")
 
-# Seconds an engine call may take on top of the container's own stop timeout.
-CALL_TIMEOUT = 15.0
+# Seconds an engine call may take (a restart: on top of the container's own stop timeout); a
+# busy engine is slow to answer, and inspections run beside the heartbeat, never holding it up.
+CALL_TIMEOUT = 30.0
 
 
 class EngineError(Exception):

@@ -136,8 +136,10 @@ class InstanceAgent:
         async with client_for(self.scanner, self.rt.settings.nessus_timeout) as client:
             self.client = client
             await self._restore_circuit()
+            await self.keeper.refresh()  # the first probe tells a booting container from a failing one
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.keeper.serve())
+                tg.create_task(self.keeper.watch(self._beat_interval()))
                 tg.create_task(self._heartbeat_loop())
                 await self.reconcile()
                 tg.create_task(self._consume_loop())
@@ -158,6 +160,9 @@ class InstanceAgent:
                 previous = decode(entry.value, Heartbeat)
                 self.breaker.restore(previous.circuit_failures, previous.circuit_opened_at)
                 self.keeper.restore(previous.container)
+
+    def _beat_interval(self) -> float:
+        return min(contract.AGENT_HEARTBEAT_INTERVAL, self.rt.settings.probe_interval)
 
     async def _busy(self) -> list[str]:
         """The tasks a restart would cut off: those in hand, and those holding a slot here."""
@@ -193,7 +198,7 @@ class InstanceAgent:
             reachable=False,
             authenticated=False,
             scan_api=False,
-            container=await self.keeper.refresh(),
+            container=self.keeper.status,
         )
         answer: ServerStatus | None = None
         unanswered: NessusTransientError | None = None
@@ -272,15 +277,12 @@ class InstanceAgent:
         loop = asyncio.get_running_loop()
         beat = await self.probe()
         probed = loop.time()
-        fresh = True
         while True:
             honour_cancel()
-            if not fresh:
-                await self.keeper.refresh()  # the container is reported even while the scanner is left alone
             await self.rt.agents.put(self.key, encode(self._stamp(beat)))
             self.last_beat = beat
             self.keeper.consider(self.breaker.opened_at_utc)
-            wait = min(contract.AGENT_HEARTBEAT_INTERVAL, self.rt.settings.probe_interval)
+            wait = self._beat_interval()
             retry_in = self.breaker.retry_in()
             if retry_in is not None and not self.breaker.starting:
                 wait = min(wait, max(retry_in, 0.05))
@@ -298,8 +300,7 @@ class InstanceAgent:
                 or self.breaker.failures > 0
             )
             # While open, the scanner is left alone; once half open the probe is the one trial.
-            fresh = state == "half_open" or (state == "closed" and due)
-            if fresh:
+            if state == "half_open" or (state == "closed" and due):
                 beat = await self.probe()
                 probed = loop.time()
 

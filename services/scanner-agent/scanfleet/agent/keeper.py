@@ -108,6 +108,12 @@ class ContainerKeeper:
         self.restarted()
         return status
 
+    async def watch(self, every: float) -> None:
+        """Keep ``status`` fresh on its own schedule, so a slow engine never holds up a heartbeat."""
+        while True:
+            await asyncio.sleep(every)
+            await self.refresh()
+
     # Operators' requests --------------------------------------------------------------------
 
     async def serve(self) -> None:
