@@ -8,11 +8,7 @@ open for the configured time gets one automatic restart, recorded as the system'
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +21,7 @@ from scanfleet.cli.stack import EmulatedScanner, Stack, StackOptions
 from scanfleet.common import contract
 from scanfleet.common.embedded import free_port
 from tests.containers.conftest import Images
-from tests.helpers import arest, long_scan, running_stack, until, wait_event, wait_terminal
+from tests.helpers import arest, cli_json, long_scan, running_stack, until, wait_event, wait_terminal
 
 pytestmark = pytest.mark.containers
 
@@ -134,19 +130,6 @@ async def scan_on_it(http: httpx.AsyncClient, name: str, description: str = "") 
     return str(answer.json()["task_id"])
 
 
-def cli(stack: Stack, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "scanfleet.cli", *args, "--json"],
-        env={**os.environ, "SCANFLEET_NATS_URL": stack.nats.url},
-        capture_output=True,
-        text=True,
-        timeout=150,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def ready(row: dict[str, Any]) -> bool:
     return bool(row["state"] == "ready" and row["usable"])
 
@@ -186,13 +169,13 @@ async def test_an_operator_restarts_the_scanner_container_and_it_is_used_again(
         again = await scan_on_it(http, "after the restart")
         assert (await wait_terminal(stack, again))[-1] == "completed"
 
-    by_cli = cli(stack, "scanners", "restart", NAME, "--reason", "e2e from the CLI")
+    by_cli = cli_json(stack, "scanners", "restart", NAME, "--reason", "e2e from the CLI", timeout=150)
     assert by_cli["outcome"] == "restarted"
     assert by_cli["container"]["restarted_by"].startswith("cli-")
     async with arest(stack, timeout=150) as http:
         await scanner_row(http, lambda r: r["state"] == "starting")
         await scanner_row(http, ready)
-        listed = {(s["pool"], s["instance"]): s for s in cli(stack, "scanners", "list")["scanners"]}
+        listed = {(s["pool"], s["instance"]): s for s in cli_json(stack, "scanners", "list")["scanners"]}
         assert listed[(POOL, SCANNER)]["container"]["restarted_by"] == by_cli["container"]["restarted_by"]
         last = await scan_on_it(http, "after the CLI restart")
         assert (await wait_terminal(stack, last))[-1] == "completed"

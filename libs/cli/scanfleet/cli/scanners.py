@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from scanfleet.cli.admin import table, to_json
+from scanfleet.cli.admin import nats_options, table, to_json
 from scanfleet.cli.clients import cli_identity
 from scanfleet.common import audit, contract, scanner_ops
 from scanfleet.common.admin_ops import AdminError
@@ -124,9 +124,7 @@ def _view_json(view: ScannerView) -> dict[str, Any]:
 
 
 def add_scanners_command(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    common.add_argument("--nats-url", help="NATS server (default: $SCANFLEET_NATS_URL)")
+    common = nats_options()
     scanners = sub.add_parser("scanners", help="list scanners, restart a container-managed scanner")
     verbs = scanners.add_subparsers(dest="verb", required=True)
     verbs.add_parser("list", parents=[common], help="every scanner: state, load, circuit, container")
