@@ -20,6 +20,7 @@ from scanfleet.common.capacity import Slots
 from scanfleet.common.config import ConfigError, ContainerConfig, load_fleet
 from scanfleet.common.messages import ContainerStatus, Heartbeat
 from scanfleet.common.registry import ScannerEntry, ScannerView
+from tests.helpers import FakeClock
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -201,16 +202,8 @@ def test_a_circuit_that_never_closes_is_restarted_at_most_once_per_period(after:
 # The circuit while a scanner starts up ------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_failures_while_starting_do_not_count() -> None:
-    b = CircuitBreaker(threshold=2, cooldown=10, clock=Clock())
+    b = CircuitBreaker(threshold=2, cooldown=10, clock=FakeClock())
     b.starting = True
     for _ in range(10):
         b.failure()
@@ -222,10 +215,10 @@ def test_failures_while_starting_do_not_count() -> None:
 
 
 def test_a_trial_meeting_a_starting_scanner_stays_undecided() -> None:
-    clock = Clock()
+    clock = FakeClock()
     b = CircuitBreaker(threshold=1, cooldown=10, clock=clock)
     b.failure()
-    clock.now += 10
+    clock.advance(10)
     assert b.begin_trial()
     b.starting = True
     b.failure(trial=True)
@@ -237,7 +230,7 @@ def test_a_trial_meeting_a_starting_scanner_stays_undecided() -> None:
 
 def test_reset_closes_an_open_circuit_and_says_so() -> None:
     changes: list[str] = []
-    b = CircuitBreaker(threshold=1, cooldown=10, clock=Clock(), on_change=changes.append)
+    b = CircuitBreaker(threshold=1, cooldown=10, clock=FakeClock(), on_change=changes.append)
     b.failure()
     b.reset()
     assert (b.state, b.failures, changes) == ("closed", 0, ["open", "closed"])

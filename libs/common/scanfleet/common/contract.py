@@ -15,6 +15,7 @@
     every service ──scan.event.<task>.<state>──▶ SCAN_EVENTS
     every service ──scan.dlq.<stage>.<task>──▶ SCAN_DLQ ──consumer janitor──▶ janitor
     server advisories (max deliveries, terminated) ──▶ SCAN_ADVISORIES ──▶ janitor
+    gateway, CLI ──scan.scanner.restart.<pool>.<instance>──▶ the scanner's agent (request-reply)
 
 Names of pools and scanner instances are restricted to ``[A-Za-z0-9_-]`` so they are
 valid both as subject tokens and inside consumer names.
