@@ -262,8 +262,12 @@ class InstanceAgent:
         if not self.scanner.enabled:
             beat.error = "disabled in scanners.yaml"
         elif beat.starting:
-            progress = f" ({beat.startup_progress}% loaded)" if beat.startup_progress is not None else ""
-            beat.error = f"starting up: Nessus is loading its plugins{progress}; no new scans until it is ready"
+            if beat.reachable:
+                progress = f" ({beat.startup_progress}% loaded)" if beat.startup_progress is not None else ""
+                what = f"Nessus is loading its plugins{progress}"
+            else:
+                what = "its container is (re)starting and Nessus does not answer yet"
+            beat.error = f"starting up: {what}; no new scans until it is ready"
         elif beat.circuit != "closed":
             retry_in = self.breaker.retry_in() or 0.0
             beat.error = (

@@ -98,6 +98,8 @@ class ContainerKeeper:
         """The attempt counts (time and author) whether or not it works; raises ``EngineError``."""
         self.restarting = True
         self.restarted_at, self.restarted_by = utcnow(), by
+        if self.status is not None:
+            self._keep(self.status)  # heartbeats during the restart already name it
         log.warning("%s/%s: restarting container %s for %s", self.pool, self.instance, config.name, by)
         self.stopping()
         try:
