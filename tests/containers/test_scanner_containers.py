@@ -27,7 +27,7 @@ pytestmark = pytest.mark.containers
 
 POOL, SCANNER = "default", "nessus-c"
 NAME = f"{POOL}/{SCANNER}"
-LOADING = 4.0  # seconds the emulated Nessus loads its plugins after each (re)start
+LOADING = 6.0  # seconds the emulated Nessus loads its plugins after each (re)start
 AUTO_RESTART_MINUTES = 0.15  # 9 s of an open circuit
 
 

@@ -103,3 +103,15 @@ async def test_without_a_startup_duration_the_scanner_is_ready_at_once(clock: Fa
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e", headers=API_KEYS) as h:
         assert (await h.get("/server/status")).json()["status"] == "ready"
         assert (await h.get("/scans")).status_code == 200
+
+
+async def test_the_plugins_load_from_when_the_server_starts_serving(
+    app: FastAPI, anon: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A slow process start must not eat the loading phase: it counts from the server's start."""
+    clock.advance(STARTUP + 30)
+    assert (await anon.get("/server/status")).json()["status"] == "ready"
+    async with app.router.lifespan_context(app):
+        assert (await anon.get("/server/status")).json() == {"code": 503, "status": "loading", "progress": 0}
+        clock.advance(STARTUP)
+        assert (await anon.get("/server/status")).json()["status"] == "ready"
