@@ -137,7 +137,12 @@ class ContainerKeeper:
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
             log.warning("unreadable restart request on %s: %s", msg.subject, exc)
             return
-        result = await self.handle(request)
+        try:
+            result = await self.handle(request)
+        except Exception as exc:  # answer, and keep serving: an agent must not fall over on one request
+            log.exception("restart request for %s/%s not handled", self.pool, self.instance)
+            why = f"the agent could not handle the request: {type(exc).__name__}: {exc}"
+            result = self._result("failed", why, "restart_failed")
         if msg.reply:
             await self.rt.nc.publish(msg.reply, encode(result))
 
@@ -188,7 +193,7 @@ class ContainerKeeper:
 
     async def _auto_restart(self, opened_at: datetime) -> None:
         config = self.config()
-        if config is None:
+        if config is None or self.restarting:
             return
         minutes = (utcnow() - opened_at).total_seconds() / 60
         why = f"circuit open for {minutes:.1f} min (auto_restart_after_minutes: {config.auto_restart_after_minutes:g})"
