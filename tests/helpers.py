@@ -11,7 +11,10 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
@@ -438,6 +441,20 @@ async def jsonrpc(
                     return message  # type: ignore[no-any-return]
         raise AssertionError(f"no answer in the event stream: {response.text[:500]}")
     return response.json()  # type: ignore[no-any-return]
+
+
+def cli_json(stack: Stack, *args: str, timeout: float = 60.0) -> Any:
+    """``scanfleet <args> --json`` against the stack's NATS (as its admin user); its parsed output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scanfleet.cli", *args, "--json"],
+        env={**os.environ, "SCANFLEET_NATS_URL": stack.nats.url},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def rest(stack: Stack, token: str | None = None, timeout: float = 10.0, gateway: str = "gateway") -> httpx.Client:

@@ -6,10 +6,6 @@ expires within seconds, and with the janitor's metrics port open.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +17,7 @@ from nats.js.errors import NotFoundError
 from scanfleet.agent.nessus import NessusClient
 from scanfleet.cli.stack import Stack, StackOptions
 from scanfleet.common import contract
-from tests.helpers import arest, running_stack, scanner_named, until, wait_event, wait_terminal
+from tests.helpers import arest, cli_json, running_stack, scanner_named, until, wait_event, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -39,19 +35,6 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     options = StackOptions(data_dir=tmp_path_factory.mktemp("ops"), scan_duration=1.0, poll_interval=0.2, extra_env=env)
     yield from running_stack(options)
-
-
-def cli(stack: Stack, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "scanfleet.cli", *args, "--json"],
-        env={**os.environ, "SCANFLEET_NATS_URL": stack.nats.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 async def fleet_usable(http: httpx.AsyncClient) -> None:
@@ -81,20 +64,20 @@ async def test_retry_completes_a_dead_lettered_scan(ops: Stack) -> None:
         assert (await wait_terminal(ops, task_id))[-1] == "failed"
 
         async def letter() -> list[dict[str, Any]]:
-            return [x for x in cli(ops, "dlq", "list", "--task", task_id) if x["stage"] == "agent"]
+            return [x for x in cli_json(ops, "dlq", "list", "--task", task_id) if x["stage"] == "agent"]
 
         [dead] = await until(letter, "the dead letter", within=30.0, every=0.2)
         assert dead["reason"] == "export_error" and dead["trace_id"] == submitted.json()["trace_id"]
-        inspected = cli(ops, "dlq", "inspect", str(dead["seq"]))
+        inspected = cli_json(ops, "dlq", "inspect", str(dead["seq"]))
         assert inspected["original"]["request"]["targets"] == ["10.60.0.1"]
 
         await emulator_fault(ops, "dmz", "scanner-3", export_error=False)
-        outcome = cli(ops, "dlq", "retry", str(dead["seq"]))
+        outcome = cli_json(ops, "dlq", "retry", str(dead["seq"]))
         assert outcome["retried"][0]["task_id"] == task_id and outcome["refused"] == []
         await wait_event(ops, task_id, "completed", within=60.0)
         status = (await http.get(f"/v1/scans/{task_id}")).json()
         assert status["status"] == "completed" and status["results_summary"]["hosts_scanned"] == 1
-        assert [x for x in cli(ops, "dlq", "list", "--task", task_id) if x["seq"] == dead["seq"]] == []
+        assert [x for x in cli_json(ops, "dlq", "list", "--task", task_id) if x["seq"] == dead["seq"]] == []
 
 
 async def test_completed_scan_expires_and_hand_made_scans_stay(ops: Stack) -> None:
@@ -140,7 +123,7 @@ async def test_stats_and_admin_auth(ops: Stack) -> None:
         rest = (await http.get("/v1/admin/stats", headers=ADMIN)).json()
         assert {p["pool"] for p in rest["pools"]} == {"default", "dmz"}
         assert (await http.post("/v1/admin/dlq/purge", json={}, headers=ADMIN)).status_code == 422
-    stats = cli(ops, "stats")
+    stats = cli_json(ops, "stats")
     assert {(s["pool"], s["instance"]) for s in stats["scanners"]} == {
         ("default", "scanner-1"),
         ("default", "scanner-2"),

@@ -29,7 +29,12 @@ API = [
     ("GET", "/scans/5/export/1000/status"),
     ("GET", "/scans/5/export/1000/download"),
 ]
-CONTROL = [("GET", "/_emulator/scans/5/truth"), ("GET", "/_emulator/stats"), ("POST", "/_emulator/faults")]
+CONTROL = [
+    ("GET", "/_emulator/scans/5/truth"),
+    ("GET", "/_emulator/stats"),
+    ("POST", "/_emulator/faults"),
+    ("POST", "/_emulator/restart"),
+]
 LOGIN = {"username": "operator", "password": "operator-pass"}
 
 

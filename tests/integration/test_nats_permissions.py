@@ -197,6 +197,28 @@ async def test_a_scan_flows_through_every_user_within_its_rights(provisioned: Na
     assert "Violation" not in provisioned.log_file.read_text()
 
 
+async def test_a_scanner_restart_goes_from_the_gateway_to_the_agent_and_back(caller: dict[str, Caller]) -> None:
+    """The gateway asks, the agent listens for its scanners and answers once on the gateway's
+    inbox, and records its own automatic restarts as the system: all within their rights."""
+    agent, gateway = caller["agent"].nc, caller["gateway"].nc
+    subject = contract.scanner_restart_subject("default", "scanner-1")
+    sub = await agent.subscribe(contract.SCANNER_RESTART_FILTER, queue=contract.SCANNER_CONTROL_QUEUE)
+    await agent.flush()
+
+    async def answer() -> None:
+        msg = await sub.next_msg(timeout=5)
+        assert msg.subject == subject and msg.reply.startswith("_INBOX.gateway.")
+        await msg.respond(b"restarted")
+
+    answering = asyncio.create_task(answer())
+    reply = await gateway.request(subject, b"{}", timeout=5)
+    await answering
+    assert reply.data == b"restarted"
+    js = agent.jetstream()
+    await js.publish(contract.audit_subject(contract.SYSTEM_ACTOR, contract.SCANNER_RESTART_ACTION), b"{}")
+    assert all(c.errors.empty() for c in caller.values())
+
+
 # Everything else is refused -----------------------------------------------------------------
 
 FORBIDDEN_PUBLISH = [
@@ -227,6 +249,12 @@ FORBIDDEN_PUBLISH = [
     ("provision", f"$JS.API.STREAM.DELETE.{contract.EVENTS_STREAM}"),
     ("provision", f"$JS.API.STREAM.PURGE.{contract.REQUESTS_STREAM}"),
     ("provision", contract.request_subject("default", "t1")),
+    # Only the gateway (and admin) ask for restarts; an agent appends no audit record but its own.
+    ("validator", contract.scanner_restart_subject("default", "scanner-1")),
+    ("dispatcher", contract.scanner_restart_subject("default", "scanner-1")),
+    ("agent", contract.scanner_restart_subject("default", "scanner-1")),
+    ("agent", contract.audit_subject("tester", "submit_scan")),
+    ("agent", contract.audit_subject(contract.SYSTEM_ACTOR, "clients.add")),
 ]
 
 
@@ -267,6 +295,8 @@ FORBIDDEN_SUBSCRIBE = [
     ("agent", "_INBOX.>"),
     ("agent", "_INBOX.gateway.>"),
     ("gateway", "scan.request.>"),
+    ("gateway", contract.SCANNER_RESTART_FILTER),
+    ("validator", contract.SCANNER_RESTART_FILTER),
     ("validator", "scan.assign.>"),
     ("janitor", ">"),
 ]

@@ -66,11 +66,13 @@ def parser() -> argparse.ArgumentParser:
     from scanfleet.cli.admin import add_admin_commands
     from scanfleet.cli.clients import add_clients_commands
     from scanfleet.cli.cluster import add_cluster_command
+    from scanfleet.cli.scanners import add_scanners_command
 
     add_cluster_command(sub)
 
     add_admin_commands(sub)
     add_clients_commands(sub)
+    add_scanners_command(sub)
     return p
 
 

@@ -182,11 +182,17 @@ def _command(action: Action) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def add_admin_commands(sub: Any) -> None:
-    """Register ``dlq`` and ``stats`` on the top-level subparsers."""
+def nats_options() -> argparse.ArgumentParser:
+    """``--json`` and ``--nats-url``, shared by the commands that talk to NATS directly."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--nats-url", help="NATS server (default: $SCANFLEET_NATS_URL)")
+    return common
+
+
+def add_admin_commands(sub: Any) -> None:
+    """Register ``dlq`` and ``stats`` on the top-level subparsers."""
+    common = nats_options()
 
     dlq = sub.add_parser("dlq", help="inspect, retry or purge dead letters (SCAN_DLQ)")
     verbs = dlq.add_subparsers(dest="verb", required=True)

@@ -70,6 +70,8 @@ class StackOptions:
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     emulator_overrides: dict[str, object] = field(default_factory=dict)
+    # Scanners outside the emulated fleet (pool -> scanners.yaml entries), e.g. a Nessus container.
+    extra_scanners: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     # 1: one nats-server; 3 (or more): a JetStream cluster on loopback, every stream at R3.
     nats_nodes: int = 1
     # Processes per service (default one each): {"gateway": 2, "agent": 2}.
@@ -270,6 +272,8 @@ class Stack:
                     "labels": {"emulated": "true"},
                 }
             )
+        for pool, entries in self.options.extra_scanners.items():
+            pools.setdefault(pool, {"scanners": []})["scanners"].extend(entries)
         default_pool = self.options.fleet[0].pool
         self.scanners_file.write_text(
             "# Written by `scanfleet up` for its emulated fleet.\n"

@@ -30,14 +30,15 @@ from scanfleet.common.tasks import REQUEUEABLE, IllegalTransition
 class AdminError(Exception):
     """A refusal an operator can act on; ``status`` maps to HTTP."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message}
+        return {"error": self.code, "message": self.message, **self.details}
 
 
 class StoredLetter(msgspec.Struct, kw_only=True):

@@ -48,6 +48,7 @@ class AuditRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     trace_id: str | None = None
     source: str | None = None
     pool: str | None = None
+    scanner: str | None = None
     scan_type: str | None = None
     targets: TargetSummary | None = None
 

@@ -70,6 +70,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nessus_timeout: float = 30.0
     circuit_threshold: int = 5
     circuit_cooldown: float = 300.0
+    # Seconds between probes of a healthy scanner (GET /server/status and /server/properties).
+    probe_interval: float = 30.0
     # Nessus template (uuid or name) per scan type.
     template_untrusted: str = "advanced"
     template_authenticated: str = "advanced"
@@ -160,6 +162,25 @@ class ScannerAuth(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     password: str | None = None
 
 
+ENGINE_SCHEMES = ("unix://", "tcp://", "http://", "https://")
+
+
+class ContainerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The container a scanner runs in, on a Docker-API engine the scanner's agent reaches.
+
+    The agent reports the container's state and restarts it when an operator asks, or on its
+    own once the circuit has stayed open ``auto_restart_after_minutes`` (opt-in; at most once
+    per that period). ``startup_grace_minutes``: after the container (re)starts, a scanner that
+    does not answer yet counts as starting, not as failing.
+    """
+
+    name: str
+    engine: str = "unix:///var/run/docker.sock"
+    auto_restart_after_minutes: float | None = None
+    startup_grace_minutes: float = 5.0
+    stop_timeout_seconds: int = 30
+
+
 class ScannerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     id: str
     url: str
@@ -169,6 +190,7 @@ class ScannerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     tls_verify: bool = True
     ca_bundle: str | None = None
     labels: dict[str, str] = {}
+    container: ContainerConfig | None = None
 
 
 class WindowConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -274,6 +296,8 @@ class FleetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
         return Topology(pools, dispatch_ack_wait=dispatch_ack_wait)
 
 
+# Docker's rule for container names (an id is hex, which it also matches).
+CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}\Z")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
@@ -372,6 +396,8 @@ def _check(fleet: FleetConfig, source: str) -> None:
                 fail(f"{at}.auth", "username and password must both be set")
             if scanner.ca_bundle is not None and not scanner.tls_verify:
                 fail(f"{at}.ca_bundle", "a CA bundle makes no sense with tls_verify: false")
+            if scanner.container is not None:
+                _check_container(scanner.container, f"{at}.container", fail)
         try:
             parse_ranges(pool_cfg.ranges, what="ranges")
         except ValueError as exc:
@@ -389,6 +415,21 @@ def _check(fleet: FleetConfig, source: str) -> None:
             fail(f"exclusions[{i}].reason", "say why these targets are never scanned")
     if fleet.default_pool is not None and fleet.default_pool not in fleet.pools:
         fail("default_pool", f"{fleet.default_pool!r} is not one of the pools {sorted(fleet.pools)}")
+
+
+def _check_container(container: ContainerConfig, where: str, fail: Callable[[str, str], None]) -> None:
+    if not CONTAINER_NAME_RE.match(container.name):
+        fail(f"{where}.name", f"not a container name or id: {container.name!r}")
+    if not container.engine.startswith(ENGINE_SCHEMES):
+        schemes = ", ".join(ENGINE_SCHEMES)
+        fail(f"{where}.engine", f"must be a Docker API URL ({schemes}), got {container.engine!r}")
+    after = container.auto_restart_after_minutes
+    if after is not None and after <= 0:
+        fail(f"{where}.auto_restart_after_minutes", f"must be above 0 (leave it out for none), got {after}")
+    if container.startup_grace_minutes < 0:
+        fail(f"{where}.startup_grace_minutes", f"must be 0 or more, got {container.startup_grace_minutes}")
+    if not 0 <= container.stop_timeout_seconds <= 600:
+        fail(f"{where}.stop_timeout_seconds", f"must be between 0 and 600, got {container.stop_timeout_seconds}")
 
 
 def _check_window(window: WindowConfig, where: str, fail: Callable[[str, str], None]) -> None:

@@ -15,6 +15,7 @@
     every service ──scan.event.<task>.<state>──▶ SCAN_EVENTS
     every service ──scan.dlq.<stage>.<task>──▶ SCAN_DLQ ──consumer janitor──▶ janitor
     server advisories (max deliveries, terminated) ──▶ SCAN_ADVISORIES ──▶ janitor
+    gateway, CLI ──scan.scanner.restart.<pool>.<instance>──▶ the scanner's agent (request-reply)
 
 Names of pools and scanner instances are restricted to ``[A-Za-z0-9_-]`` so they are
 valid both as subject tokens and inside consumer names.
@@ -199,6 +200,19 @@ def subject_template(subject: str) -> str:
     return ".".join(tokens[:keep] + ["*"] * max(0, len(tokens) - keep))
 
 
+# Scanner control: core NATS request-reply, not a stream. A restart is for now or never: an
+# operator is told at once that no agent serves the scanner, and no restart waits in a queue
+# to fire later on a scanner that has recovered since. The agents of one scanner answer as one
+# queue group, so a single one acts.
+
+SCANNER_RESTART_FILTER = "scan.scanner.restart.*.*"
+SCANNER_CONTROL_QUEUE = "scanner-agents"
+
+
+def scanner_restart_subject(pool: str, instance: str) -> str:
+    return f"scan.scanner.restart.{pool}.{instance}"
+
+
 # Message ids ------------------------------------------------------------------------------
 #
 # ``Nats-Msg-Id`` makes a publish idempotent within a stream's duplicate window: the same
@@ -248,6 +262,11 @@ def audit_subject(client: str, action: str) -> str:
 
 def audit_filter(client: str | None = None, action: str | None = None) -> str:
     return f"scan.audit.{client or '*'}.{action or '>'}"
+
+
+# Who an automatic action is recorded as: the agents' restarts after a long-open circuit.
+SYSTEM_ACTOR = "system"
+SCANNER_RESTART_ACTION = "admin.scanner_restart"
 
 
 def audit_msg_id(record_id: str) -> str:

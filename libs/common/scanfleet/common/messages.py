@@ -146,8 +146,28 @@ class DeadLetter(Message, kw_only=True):
     original_seq: int | None = None
 
 
+class ContainerStatus(msgspec.Struct, kw_only=True):
+    """A container-managed scanner's container as its engine reports it, and scanfleet's last
+    restart of it. ``state`` is the engine's (created, running, restarting, paused, exited, dead)
+    or ``unknown`` when the engine could not be asked (``error`` says why)."""
+
+    name: str
+    engine: str
+    state: str = "unknown"
+    health: str | None = None
+    started_at: datetime | None = None
+    restart_count: int = 0
+    error: str | None = None
+    restarted_at: datetime | None = None
+    restarted_by: str | None = None
+
+
 class Heartbeat(Message, kw_only=True):
-    """An agent's lease on one scanner instance, with what its last probe found."""
+    """An agent's lease on one scanner instance, with what its last probe found.
+
+    ``starting``: the scanner is starting up (Nessus loading its plugins after a restart, or its
+    container just started): no new work, and its failed calls do not count on the circuit.
+    """
 
     pool: str
     instance: str
@@ -161,6 +181,44 @@ class Heartbeat(Message, kw_only=True):
     circuit: Literal["closed", "open", "half_open"] = "closed"
     circuit_failures: int = 0
     circuit_opened_at: datetime | None = None
+    starting: bool = False
+    startup_progress: int | None = None
+    container: ContainerStatus | None = None
+
+
+RestartOutcome = Literal["restarted", "refused", "failed"]
+# Why an agent did not restart a scanner's container; the gateway's refusal codes.
+RestartRefusal = Literal[
+    "not_container_managed",
+    "restart_in_progress",
+    "scanner_busy",
+    "engine_unreachable",
+    "container_not_found",
+    "restart_failed",
+]
+
+
+class RestartRequest(Message, kw_only=True):
+    """An operator's (or the system's) request to restart one scanner's container, answered by
+    the agent serving it (core NATS request-reply on ``contract.scanner_restart_subject``)."""
+
+    pool: str
+    instance: str
+    requested_by: str
+    reason: str = ""
+    force: bool = False
+    at: datetime
+
+
+class RestartResult(Message, kw_only=True):
+    pool: str
+    instance: str
+    outcome: RestartOutcome
+    code: RestartRefusal | None = None
+    message: str
+    tasks: list[str] = []
+    container: ContainerStatus | None = None
+    at: datetime
 
 
 M = TypeVar("M", bound=msgspec.Struct)

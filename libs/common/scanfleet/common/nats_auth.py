@@ -31,6 +31,8 @@ SERVICES = ("gateway", "dispatcher", "agent", "validator", "janitor")
 USERS = (*SERVICES, "provision", "admin")
 
 API = "$JS.API"
+# How long an agent may take to answer a restart request (a container's stop timeout is at most 10 min).
+RESPONSE_EXPIRES = "15m"
 REQUEST_SUBJECTS = contract.REQUESTS_FILTER
 ASSIGN_SUBJECTS = contract.ASSIGNMENTS_FILTER
 EVENT_SUBJECTS = contract.EVENTS_FILTER
@@ -153,6 +155,8 @@ def _publish(user: str) -> list[str]:
             # history: schedules (created, paused, deleted by their owners) and their fired occurrences
             *_kv_write(c.SCHEDULES_BUCKET),
             *_kv_read(c.SCHEDULE_RUNS_BUCKET),
+            # /v1/admin/scanners/.../restart: a request to the agent serving the scanner
+            c.SCANNER_RESTART_FILTER,
         ]
     if user == "dispatcher":
         return [
@@ -187,6 +191,8 @@ def _publish(user: str) -> list[str]:
             *_objects_write(c.EXPORTS_OBJECTS),
             *_kv_write(c.CLIENT_TASKS_BUCKET),  # end_task: the client's active tasks
             *_kv_write(c.NESSUS_SCANS_BUCKET),  # the Nessus scans it created, deleted when done
+            # its automatic container restarts, recorded as the system's (its only audit subject)
+            c.audit_subject(c.SYSTEM_ACTOR, c.SCANNER_RESTART_ACTION),
         ]
     if user == "validator":
         return [
@@ -244,10 +250,15 @@ def service_permissions(user: str) -> dict[str, object]:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     publish = [*_check_contract(), *_publish(user)]
     subscribe = [f"{inbox_prefix(user)}.>"]
+    permissions: dict[str, object] = {}
     if user == "dispatcher":
         # cancelled events over core NATS, to drop a waiting request early
         subscribe.append(contract.event_subject("*", "cancelled"))
-    return {"publish": {"allow": _unique(publish)}, "subscribe": {"allow": subscribe}}
+    if user == "agent":
+        # restart requests for its scanners, answered once each on the requester's inbox
+        subscribe.append(contract.SCANNER_RESTART_FILTER)
+        permissions["allow_responses"] = {"max": 1, "expires": RESPONSE_EXPIRES}
+    return {"publish": {"allow": _unique(publish)}, "subscribe": {"allow": subscribe}, **permissions}
 
 
 def _unique(items: Iterable[str]) -> list[str]:

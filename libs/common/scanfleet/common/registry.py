@@ -55,8 +55,9 @@ class ScannerView(msgspec.Struct, kw_only=True):
 
     @property
     def usable(self) -> bool:
-        """May receive new work: enabled, its agent alive, its scanner able to launch scans and
-        its circuit breaker closed (half open means its one trial call is still deciding)."""
+        """May receive new work: enabled, its agent alive, its scanner able to launch scans, not
+        starting up (Nessus loading its plugins) and its circuit breaker closed (half open means
+        its one trial call is still deciding)."""
         hb = self.heartbeat
         return (
             self.entry.enabled
@@ -65,8 +66,28 @@ class ScannerView(msgspec.Struct, kw_only=True):
             and hb.reachable
             and hb.authenticated
             and hb.scan_api
+            and not hb.starting
             and hb.circuit == "closed"
         )
+
+    @property
+    def state(self) -> str:
+        """One word for what the scanner is doing now, the first that applies: ``disabled``,
+        ``no_agent``, ``starting`` (Nessus loading its plugins, or its container just started),
+        ``circuit_open`` (open or half open), ``unreachable``, ``unavailable`` (it answers but
+        cannot take scans: keys, licence) or ``ready``."""
+        hb = self.heartbeat
+        if not self.entry.enabled or self.entry.removing:
+            return "disabled"
+        if hb is None:
+            return "no_agent"
+        if hb.starting:
+            return "starting"
+        if hb.circuit != "closed":
+            return "circuit_open"
+        if not hb.reachable:
+            return "unreachable"
+        return "ready" if self.usable else "unavailable"
 
     @property
     def utilization(self) -> float:

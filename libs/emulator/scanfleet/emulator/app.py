@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -22,12 +23,20 @@ def create_app(config: EmulatorConfig, *, clock: Callable[[], float] = time.time
     """Build one emulated scanner; `clock` lets tests move time instead of sleeping."""
     state = EmulatorState(config, clock)
     guards = Guards(state)
+
+    @contextlib.asynccontextmanager
+    async def serving(_: FastAPI) -> AsyncIterator[None]:
+        # The plugins load once the server answers, as Nessus's web server answers while they do.
+        state.boot(state.clock())
+        yield
+
     app = FastAPI(
         title=f"Nessus emulator {config.name}",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
         exception_handlers={ApiError: api_error},
+        lifespan=serving,
     )
     app.state.emulator = state
     for router in (

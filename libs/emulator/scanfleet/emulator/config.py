@@ -27,6 +27,8 @@ class EmulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     max_hosts: int = 4096
     version: str = "10.8.3"
     scanner_ip: str = "127.0.0.1"
+    # Seconds Nessus spends loading its plugins after a (re)start, answering 503 "loading" meanwhile.
+    startup_duration: float = 0.0
 
     def __repr__(self) -> str:
         return f"EmulatorConfig(name={self.name!r}, scan_api={self.scan_api}, version={self.version!r})"

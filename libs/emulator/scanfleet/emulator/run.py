@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--username", default="scanfleet")
     parser.add_argument("--password")
     parser.add_argument("--scan-duration", type=float, default=5.0)
+    parser.add_argument(
+        "--startup-duration", type=float, default=0.0, help="seconds Nessus reports 'loading' after it starts"
+    )
     parser.add_argument("--ssh-account", action="append", default=[], metavar="USER:PASSWORD")
     parser.add_argument("--no-scan-api", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "password": args.password,
             "scan_api": not args.no_scan_api,
             "scan_duration": args.scan_duration,
+            "startup_duration": args.startup_duration,
             "ssh_accounts": accounts,
             "seed": args.seed,
         }

@@ -164,6 +164,8 @@ class EmulatorState:
         self.launches = 0
         self._next_scan = 5
         self._next_file = 1000
+        self.started_at = self.loading_until = 0.0
+        self.boot(clock())
 
     def total_active(self, run: Run) -> float:
         return self.config.pending_duration + run.duration
@@ -417,6 +419,28 @@ class EmulatorState:
         if job.error:
             return "error"
         return "ready" if now >= job.ready_at else "loading"
+
+    def loading_progress(self, now: float) -> int | None:
+        """Percent of the plugins loaded while Nessus is starting up; None once it is ready."""
+        if now >= self.loading_until:
+            return None
+        span = self.loading_until - self.started_at
+        return min(99, int(100 * (now - self.started_at) / span)) if span > 0 else 0
+
+    def boot(self, now: float, loading: float | None = None) -> None:
+        """Nessus has (re)started at ``now``: its plugins load for ``loading`` seconds (the
+        configured start-up by default)."""
+        self.started_at = now
+        self.loading_until = now + (self.config.startup_duration if loading is None else loading)
+
+    def restart(self, now: float, loading: float | None = None) -> None:
+        """What a Nessus restart does: sessions end, scans that were under way are aborted, and
+        the plugins load again for ``loading`` seconds (the configured start-up by default)."""
+        self.sessions.clear()
+        for scan in self.scans.values():
+            if scan.run is not None and self.status(scan, now) in BUSY:
+                self.abort(scan, now)
+        self.boot(now, loading)
 
     def running_now(self, now: float) -> int:
         return sum(1 for scan in self.scans.values() if self.status(scan, now) in ACTIVE)

@@ -15,6 +15,9 @@ from scanfleet.emulator.state import ConflictError, EmulatorState, Scan
 
 T = TypeVar("T")
 
+STATUS_PATH = "/server/status"
+LOADING = "Nessus is loading plugins; try again once /server/status reports ready"
+
 
 class ApiError(Exception):
     """An error answered as Nessus does: ``{"error": message}`` with the given status."""
@@ -87,7 +90,10 @@ class Guards:
         if state.latency > 0:
             await asyncio.sleep(state.latency)
         route = request.scope.get("route")
-        fault = state.fault_for(request.method, getattr(route, "path", request.url.path))
+        path = getattr(route, "path", request.url.path)
+        if path != STATUS_PATH and state.loading_progress(state.clock()) is not None:
+            raise ApiError(503, LOADING)
+        fault = state.fault_for(request.method, path)
         if fault is not None:
             if fault.status == 0:
                 await asyncio.sleep(3600)

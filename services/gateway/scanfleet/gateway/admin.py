@@ -1,4 +1,5 @@
-"""Admin REST routes under /v1/admin: dead letters and stats (``scanfleet dlq|stats``) and the audit trail.
+"""Admin REST routes under /v1/admin: dead letters and stats (``scanfleet dlq|stats``), scanner
+restarts (``scanfleet scanners restart``) and the audit trail.
 
 Only admins: a client with the ``admin`` role, or ``Authorization: Bearer $SCANFLEET_ADMIN_TOKEN``
 (compared in constant time). Every call, and every refused attempt, is audited.
@@ -16,6 +17,7 @@ from nats.errors import Error as NatsError
 
 from scanfleet.common import admin_ops as admin
 from scanfleet.common import audit as trail
+from scanfleet.common import scanner_ops
 from scanfleet.common.clients import Role
 from scanfleet.common.runtime import Runtime
 from scanfleet.gateway.access import Caller
@@ -24,6 +26,13 @@ from scanfleet.gateway.guard import Guard
 
 T = TypeVar("T")
 Seq = Path(ge=1, le=2**63 - 1, description="the dead letter's sequence number in SCAN_DLQ")
+
+
+class RestartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``force``: restart even with scans in hand on the scanner (they are cut off)."""
+
+    reason: str = ""
+    force: bool = False
 
 
 class PurgeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,7 +47,7 @@ async def plain(call: Awaitable[T]) -> Any:
     try:
         return msgspec.to_builtins(await call)
     except admin.AdminError as exc:
-        raise GatewayError(exc.status, exc.code, exc.message) from None
+        raise GatewayError(exc.status, exc.code, exc.message, **exc.details) from None
     except NatsError as exc:
         raise GatewayError(404, "not_found", f"no such dead letter ({type(exc).__name__})") from None
 
@@ -92,6 +101,16 @@ def admin_router(rt: Runtime, guard: Guard) -> APIRouter:
     @router.get("/stats")
     async def stats(caller: Caller = authenticated) -> dict[str, Any]:
         return await run(caller, "stats", admin.stats(rt))  # type: ignore[no-any-return]
+
+    @router.post("/scanners/{pool}/{instance}/restart")
+    async def restart_scanner(pool: str, instance: str, request: Request, caller: Caller = authenticated) -> Any:
+        """Restart a container-managed scanner's container, through the agent that serves it."""
+
+        async def work() -> Any:
+            body = await read_body(request, RestartBody, b"{}")
+            return await scanner_ops.restart(rt, pool, instance, actor=caller.id, reason=body.reason, force=body.force)
+
+        return await run(caller, "scanner_restart", work(), pool=pool[:64], scanner=instance[:64])
 
     @router.get("/audit")
     async def audit(

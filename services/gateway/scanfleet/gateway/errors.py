@@ -113,6 +113,25 @@ NEXT_STEPS: dict[str, str] = {
     "task_gone": "The task expired; submit the scan again.",
     "no_task": "This dead letter names no task; inspect it instead of retrying.",
     "tool_refused": "Read the message; call the tool again once what it names is in place.",
+    # Container-managed scanners (restarts through the agent serving the scanner)
+    "scanner_not_found": "Use a <pool>/<id> from list_scanners.",
+    "not_container_managed": (
+        "Give the scanner a container block in scanners.yaml (name, engine) and run scanfleet reload; "
+        "scanfleet restarts only containers it is told about."
+    ),
+    "restart_in_progress": "Wait for the restart under way: list_scanners shows the container and 'starting'.",
+    "scanner_busy": (
+        "Wait for the scans in 'tasks' to end, or cancel them, or repeat with force to restart anyway "
+        "(those scans are cut off)."
+    ),
+    "no_agent": "Start the agent serving this scanner (scanfleet agent), wait for its heartbeat, then retry.",
+    "agent_timeout": "Read list_scanners before retrying: the restart may still be under way.",
+    "engine_unreachable": (
+        "Check the scanner's container.engine in scanners.yaml and that its agent reaches it (socket mounted, "
+        "port open), then retry."
+    ),
+    "container_not_found": "Check container.name in scanners.yaml against the engine's containers (docker ps -a).",
+    "restart_failed": "Read the message (the engine's answer), fix the container on its host, then retry.",
 }
 """What an agent can do about each refusal: one table, so every error carries its ``next_steps``."""
 

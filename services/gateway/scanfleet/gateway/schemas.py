@@ -156,6 +156,25 @@ class TaskList(Out, kw_only=True):
 # Fleet --------------------------------------------------------------------------------------
 
 
+class ContainerOut(Out, kw_only=True):
+    """The container of a container-managed scanner, as its engine reports it (``state``:
+    created, running, restarting, paused, exited, dead, or unknown with ``error``), and the
+    last restart scanfleet made or tried (by an operator, or ``system`` after a long-open circuit)."""
+
+    name: str
+    engine: str
+    state: str
+    health: str | None = None
+    started_at: str | None = None
+    restart_count: int = 0
+    error: str | None = None
+    restarted_at: str | None = None
+    restarted_by: str | None = None
+
+
+ScannerState = Literal["ready", "starting", "circuit_open", "unreachable", "unavailable", "no_agent", "disabled"]
+
+
 class ScannerOut(Out, kw_only=True):
     scanner_pool: str
     instance_id: str
@@ -172,10 +191,13 @@ class ScannerOut(Out, kw_only=True):
     scan_api: bool
     version: str | None = None
     usable: bool
+    state: ScannerState
+    startup_progress: int | None = None
     circuit: str | None = None
     circuit_failures: int = 0
     problem: str | None = None
     labels: dict[str, str] = {}
+    container: ContainerOut | None = None
 
 
 class ScannerList(Out, kw_only=True):

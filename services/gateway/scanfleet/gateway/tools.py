@@ -139,7 +139,12 @@ def register_scan_tools(mcp: ScanfleetMCP, gateway: Gateway, guard: Guard, statu
 
     @mcp.scan_tool("List scanners", ScannerList, READ)
     async def list_scanners(scanner_pool: str | None = None, *, ctx: Context[Any, Any]) -> CallToolResult:
-        """Scanners with live load, agent liveness and whether each can launch scans (pools this client may use)."""
+        """Scanners with live load, agent liveness and whether each can launch scans (pools this client may use).
+
+        `state` says what each is doing: ready, starting (Nessus loading its plugins after a
+        restart, with `startup_progress`; it takes scans again once ready), circuit_open,
+        unreachable, unavailable, no_agent or disabled. A container-managed scanner also shows
+        its `container` (state, health, start time, restart count, last restart by scanfleet)."""
         return structured(await guard.tool(ctx, "list_scanners", lambda c: gateway.scanners(c, scanner_pool)))
 
     @mcp.scan_tool("List scanner pools", PoolList, READ)

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from scanfleet.common.messages import ContainerStatus
 from scanfleet.common.registry import ScannerView
 from scanfleet.common.tasks import TaskRecord
 
@@ -98,6 +99,22 @@ def submitted(record: TaskRecord, placement: dict[str, Any], fleet: list[Scanner
     }
 
 
+def container(status: ContainerStatus | None) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {
+        "name": status.name,
+        "engine": status.engine,
+        "state": status.state,
+        "health": status.health,
+        "started_at": _iso(status.started_at),
+        "restart_count": status.restart_count,
+        "error": status.error,
+        "restarted_at": _iso(status.restarted_at),
+        "restarted_by": status.restarted_by,
+    }
+
+
 def scanner(view: ScannerView) -> dict[str, Any]:
     hb = view.heartbeat
     return {
@@ -116,10 +133,13 @@ def scanner(view: ScannerView) -> dict[str, Any]:
         "scan_api": hb.scan_api if hb else False,
         "version": hb.version if hb else None,
         "usable": view.usable,
+        "state": view.state,
+        "startup_progress": hb.startup_progress if hb and hb.starting else None,
         "circuit": hb.circuit if hb else None,
         "circuit_failures": hb.circuit_failures if hb else 0,
         "problem": (hb.error if hb else "no agent heartbeat"),
         "labels": view.entry.labels,
+        "container": container(hb.container if hb else None),
     }
 
 

@@ -13,6 +13,11 @@ so a scanner that flaps back for one call is not trusted early. ``cooldown`` sec
 after opening it is half open and exactly one trial (the agent's next probe of
 ``/server/properties``, claimed with ``begin_trial``) decides: success closes it, failure
 opens it for another cooldown. Pure logic with an injected clock, so tests move time.
+
+A scanner that is starting up (Nessus loading its plugins after a restart) is not failing:
+while ``starting`` is set, failed calls do not count, and a half-open trial that meets a
+starting scanner is handed back undecided (``abandon_trial``) for the next probe. ``reset``
+closes the circuit when its scanner's container has just been restarted.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class Breaker(Protocol):
     def trial_running(self) -> bool: ...
     @property
     def opened_at_utc(self) -> datetime | None: ...
+    @property
+    def starting(self) -> bool: ...
     def retry_in(self) -> float | None: ...
     def begin_trial(self) -> bool: ...
     def success(self, *, trial: bool = False) -> None: ...
@@ -52,7 +59,10 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     trial_running: bool = False
+    starting: bool = False
     on_change: Callable[[CircuitState], None] | None = field(default=None, repr=False)
+    # Told of every failure that counts: the agent probes at once, to tell a start-up from an outage.
+    on_failure: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def state(self) -> CircuitState:
@@ -88,6 +98,12 @@ class CircuitBreaker:
             self._changed()
 
     def failure(self, *, trial: bool = False) -> None:
+        if self.starting:
+            if trial:
+                self.abandon_trial()
+            return
+        if self.on_failure is not None:
+            self.on_failure()
         state = self.state
         if state == "closed":
             self.failures += 1
@@ -98,6 +114,19 @@ class CircuitBreaker:
             self.failures += 1
             self.opened_at = self.clock()
             self.trial_running = False
+            self._changed()
+
+    def abandon_trial(self) -> None:
+        """The trial could not decide (the scanner is starting): the next probe tries again."""
+        self.trial_running = False
+
+    def reset(self) -> None:
+        """Closed with no failures: the scanner's container was just restarted."""
+        was = self.state
+        self.failures = 0
+        self.opened_at = None
+        self.trial_running = False
+        if was != "closed":
             self._changed()
 
     def restore(self, failures: int, opened_at: datetime | None) -> None:
@@ -117,6 +146,7 @@ class NullBreaker:
     state: CircuitState = "closed"
     failures = 0
     trial_running = False
+    starting = False
     opened_at_utc = None
 
     def retry_in(self) -> float | None:

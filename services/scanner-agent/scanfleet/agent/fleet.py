@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from scanfleet.agent.engine import Engines
 from scanfleet.agent.instance import InstanceAgent
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common.aio import cancel_and_wait
@@ -66,6 +67,7 @@ class AgentFleet:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.wanted: dict[str, tuple[str, ScannerConfig]] = {}
         self.reload_requested = asyncio.Event()
+        self.engines = Engines()
         self._want(instances)
 
     def current(self) -> list[InstanceAgent]:
@@ -139,7 +141,7 @@ class AgentFleet:
                 await self._let_go(key)
 
     def _start(self, pool: str, scanner: ScannerConfig) -> None:
-        agent = InstanceAgent(self.rt, pool, scanner, self.agent_id, self.credentials)
+        agent = InstanceAgent(self.rt, pool, scanner, self.agent_id, self.credentials, self.engines)
         self.agents[agent.key] = agent
         self.tasks[agent.key] = asyncio.create_task(agent.run(), name=f"agent-{agent.key}")
         log.info("serving %s/%s", pool, scanner.id)
@@ -152,3 +154,4 @@ class AgentFleet:
     async def stop_all(self) -> None:
         tasks, self.tasks, self.agents = self.tasks, {}, {}
         await cancel_and_wait(*tasks.values())
+        self.engines.close()

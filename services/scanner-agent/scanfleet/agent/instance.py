@@ -14,6 +14,12 @@ its assignment is redelivered after ``ack_wait`` (two runs of one task could eac
 Nessus scan and launch it). A redelivery that arrives later joins the work in hand (or finds
 it finished) and is acked only then, so no stale ack can remove an assignment that is still
 being worked on.
+
+Every probe asks ``/server/status`` first: a scanner that is starting up (Nessus loading its
+plugins, or its container just started) gets no new work and its failed calls do not count
+on the circuit (``containers.starting``). A scanner with a ``container`` block in
+scanners.yaml has its container reported in the heartbeat and restarted on request
+(``keeper.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 from nats.aio.msg import Msg
@@ -29,8 +36,11 @@ from nats.js.errors import NotFoundError
 
 from scanfleet.agent import hygiene, metrics
 from scanfleet.agent.circuit import CircuitBreaker, CircuitState
+from scanfleet.agent.containers import starting
+from scanfleet.agent.engine import Engines
+from scanfleet.agent.keeper import ContainerKeeper
 from scanfleet.agent.lifecycle import Lifecycle, PermanentFailure
-from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError
+from scanfleet.agent.nessus import NessusClient, NessusError, NessusTransientError, ServerStatus
 from scanfleet.agent.secrets import CredentialResolver
 from scanfleet.common import capacity, contract
 from scanfleet.common.aio import honour_cancel
@@ -97,6 +107,7 @@ class InstanceAgent:
         scanner: ScannerConfig,
         agent_id: str,
         credentials: CredentialResolver | None = None,
+        engines: Engines | None = None,
     ) -> None:
         self.rt = rt
         self.pool = pool
@@ -106,18 +117,33 @@ class InstanceAgent:
         self.credentials = credentials or credential_resolver(rt.settings)
         self.work: dict[str, Work] = {}
         self.last_beat: Heartbeat | None = None
+        self.last_answer: datetime | None = None  # when Nessus last answered /server/status
         self.beat_now = asyncio.Event()
         self.breaker = CircuitBreaker(
             threshold=rt.settings.circuit_threshold,
             cooldown=rt.settings.circuit_cooldown,
             on_change=self._circuit_changed,
+            on_failure=self.beat_now.set,
+        )
+        self.keeper = ContainerKeeper(
+            rt,
+            pool,
+            scanner.id,
+            engines or Engines(),
+            config=lambda: self.scanner.container,
+            busy=self._busy,
+            stopping=self._stopping,
+            restarted=self._restarted,
         )
 
     async def run(self) -> None:
         async with client_for(self.scanner, self.rt.settings.nessus_timeout) as client:
             self.client = client
             await self._restore_circuit()
+            await self.keeper.refresh()  # the first probe tells a booting container from a failing one
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.keeper.serve())
+                tg.create_task(self.keeper.watch(self._beat_interval()))
                 tg.create_task(self._heartbeat_loop())
                 await self.reconcile()
                 tg.create_task(self._consume_loop())
@@ -137,6 +163,26 @@ class InstanceAgent:
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError, ValueError):
                 previous = decode(entry.value, Heartbeat)
                 self.breaker.restore(previous.circuit_failures, previous.circuit_opened_at)
+                self.keeper.restore(previous.container)
+
+    def _beat_interval(self) -> float:
+        return min(contract.AGENT_HEARTBEAT_INTERVAL, self.rt.settings.probe_interval)
+
+    async def _busy(self) -> list[str]:
+        """The tasks a restart would cut off: those in hand, and those holding a slot here."""
+        slots = (await capacity.read_all(self.rt.capacity)).get(self.key)
+        return sorted(set(self.work) | set(slots.tasks if slots else []))
+
+    def _stopping(self) -> None:
+        """Its container is being restarted: the scanner's calls fail now, and that is expected."""
+        self.breaker.starting = True
+        self.beat_now.set()
+
+    def _restarted(self) -> None:
+        """The container was just restarted: what failed before is history, the start-up is next."""
+        self.breaker.reset()
+        self.breaker.starting = True
+        self.beat_now.set()
 
     async def probe(self) -> Heartbeat:
         """Ask the scanner what it is; while the circuit is half open this is its one trial."""
@@ -156,7 +202,34 @@ class InstanceAgent:
             reachable=False,
             authenticated=False,
             scan_api=False,
+            container=self.keeper.status,
         )
+        answer: ServerStatus | None = None
+        unanswered: NessusTransientError | None = None
+        try:
+            answer = await self.client.server_status()
+            self.last_answer = utcnow()
+        except NessusTransientError as exc:
+            unanswered = exc
+        except NessusError:
+            pass  # an old or proxied /server/status: the properties below decide
+        container = self.scanner.container
+        grace = container.startup_grace_minutes * 60.0 if container is not None else 0.0
+        self.breaker.starting = self.keeper.restarting or starting(
+            answer.status if answer is not None else None, beat.container, utcnow(), grace, self.last_answer
+        )
+        if self.breaker.starting:
+            if trial:
+                self.breaker.abandon_trial()
+            beat.starting = True
+            beat.reachable = answer is not None or (unanswered is not None and unanswered.status_code is not None)
+            beat.startup_progress = answer.progress if answer is not None else None
+            return beat
+        if unanswered is not None:
+            self.breaker.failure(trial=trial)
+            beat.reachable = unanswered.status_code is not None
+            beat.error = str(unanswered)
+            return beat
         try:
             props = await self.client.server_properties()
         except NessusTransientError as exc:
@@ -179,16 +252,26 @@ class InstanceAgent:
         return beat
 
     def _stamp(self, probed: Heartbeat) -> Heartbeat:
-        """The last probe's findings with the circuit as it stands now (the probe is not changed)."""
+        """The last probe's findings with the circuit, the start-up and the container as they stand
+        now (a restart between probes shows at once; the probe is not changed)."""
         beat = msgspec.structs.replace(
             probed,
             at=utcnow(),
             circuit=self.breaker.state,
             circuit_failures=self.breaker.failures,
             circuit_opened_at=self.breaker.opened_at_utc,
+            starting=self.breaker.starting,
+            container=self.keeper.status,
         )
         if not self.scanner.enabled:
             beat.error = "disabled in scanners.yaml"
+        elif beat.starting:
+            if beat.reachable:
+                progress = f" ({beat.startup_progress}% loaded)" if beat.startup_progress is not None else ""
+                what = f"Nessus is loading its plugins{progress}"
+            else:
+                what = "its container is (re)starting and Nessus does not answer yet"
+            beat.error = f"starting up: {what}; no new scans until it is ready"
         elif beat.circuit != "closed":
             retry_in = self.breaker.retry_in() or 0.0
             beat.error = (
@@ -211,16 +294,24 @@ class InstanceAgent:
                 # would stop this scanner's agent and every scan in its hands with it.
                 log.warning("heartbeat of %s not written (%s)", self.key, type(exc).__name__)
             self.last_beat = beat
-            wait = contract.AGENT_HEARTBEAT_INTERVAL
+            self.keeper.consider(self.breaker.opened_at_utc)
+            wait = self._beat_interval()
             retry_in = self.breaker.retry_in()
-            if retry_in is not None:
+            if retry_in is not None and not self.breaker.starting:
                 wait = min(wait, max(retry_in, 0.05))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel on 3.11
                     await self.beat_now.wait()
             self.beat_now.clear()
             state = self.breaker.state
-            due = loop.time() - probed > 30.0 or not beat.scan_api or not beat.reachable
+            # A failed call since (a scan's poll) is probed at once: a scanner starting up is not failing.
+            due = (
+                loop.time() - probed > self.rt.settings.probe_interval
+                or not beat.scan_api
+                or not beat.reachable
+                or self.breaker.starting
+                or self.breaker.failures > 0
+            )
             # While open, the scanner is left alone; once half open the probe is the one trial.
             if state == "half_open" or (state == "closed" and due):
                 beat = await self.probe()

@@ -246,9 +246,11 @@ class Lifecycle:
                 return
             except PermanentFailure as exc:
                 unlaunched = record.nessus_scan_id is None or created
-                if exc.reason != "scanner_unreachable" or self.breaker.state == "closed" or not unlaunched:
+                held = self.breaker.state != "closed" or self.breaker.starting
+                if exc.reason != "scanner_unreachable" or not held or not unlaunched:
                     raise
-                await self._hand_back(f"the circuit of {self.slot} opened before launch ({exc})")
+                why = "is starting up" if self.breaker.starting else "opened its circuit"
+                await self._hand_back(f"{self.slot} {why} before launch ({exc})")
                 return
             if record.state is TaskState.DISPATCHED:
                 record = await self._launch(record, created=created)
@@ -266,9 +268,12 @@ class Lifecycle:
     # Hand back -------------------------------------------------------------------------
 
     async def _launchable(self, record: TaskRecord) -> None:
-        """Raise HandBack when this scanner's circuit is open or a scan window holds the targets."""
+        """Raise HandBack when this scanner's circuit is open, it is starting up (Nessus loading
+        its plugins), or a scan window holds the targets."""
         if self.breaker.state == "open":
             raise HandBack(f"the circuit of {self.slot} is open")
+        if self.breaker.starting:
+            raise HandBack(f"{self.slot} is starting up (loading its plugins)")
         hold = (await self._windows()).held(record.pool, record.targets, self.rt.now())
         if hold is not None:
             raise HandBack(f"scan window {hold.window} holds the targets until {hold.until.isoformat()}")

@@ -355,7 +355,11 @@ class NessusClient:
         return {"X-Cookie": f"token={token}"}, token
 
     async def _send(
-        self, request_factory: Callable[[dict[str, str]], httpx.Request], *, stream: bool = False
+        self,
+        request_factory: Callable[[dict[str, str]], httpx.Request],
+        *,
+        stream: bool = False,
+        answers: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         for attempt in (1, 2):
             headers, token = await self._auth_headers()
@@ -375,17 +379,26 @@ class NessusClient:
             if response.status_code == 401 and self._api_keys is None and attempt == 1:
                 await self._login(token)
                 continue
-            raise_for_status(response)
+            if response.status_code not in answers:
+                raise_for_status(response)
             return response
         raise AssertionError("unreachable")
 
     async def _request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        answers: frozenset[int] = frozenset(),
     ) -> httpx.Response:
+        """One call; an error status raises its ``NessusError`` unless ``answers`` lists it."""
+
         def build(headers: dict[str, str]) -> httpx.Request:
             return self._http.build_request(method, path, json=json, params=params, headers=headers)
 
-        return await self._send(build)
+        return await self._send(build, answers=answers)
 
     @staticmethod
     def _decode(response: httpx.Response, kind: type[T]) -> T:
@@ -407,7 +420,15 @@ class NessusClient:
         )
 
     async def server_status(self) -> ServerStatus:
-        return self._decode(await self._request("GET", "/server/status"), ServerStatus)
+        """``ready``, or ``loading`` with its progress while Nessus starts up (answered with a 503
+        that carries the status); a 503 without a status body is a transient error as usual."""
+        response = await self._request("GET", "/server/status", answers=frozenset({503}))
+        if response.status_code == 503:
+            try:
+                return msgspec.json.decode(response.content, type=ServerStatus)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise_for_status(response)
+        return self._decode(response, ServerStatus)
 
     async def templates(self) -> list[Template]:
         return self._decode(await self._request("GET", "/editor/scan/templates"), _Templates).templates

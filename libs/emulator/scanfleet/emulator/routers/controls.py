@@ -29,6 +29,12 @@ class EndpointFaultBody(msgspec.Struct):
     count: int | None = None
 
 
+class RestartBody(msgspec.Struct):
+    """``loading_seconds``: how long the plugins load this time (default: the configured start-up)."""
+
+    loading_seconds: float | None = None
+
+
 class FaultsBody(msgspec.Struct):
     session_expiry: bool = False
     scan_api: bool | None = None
@@ -143,6 +149,15 @@ def controls_router(state: EmulatorState, guards: Guards) -> APIRouter:
     @router.get("/stats")
     async def stats() -> Response:
         return json_response(_stats(state, state.clock()))
+
+    @router.post("/restart")
+    async def restart(request: Request) -> Response:
+        """Restart the emulated Nessus in place: sessions end, scans under way abort, plugins load again."""
+        body = await read_body(request, RestartBody)
+        if body.loading_seconds is not None and body.loading_seconds < 0:
+            raise ApiError(400, "loading_seconds must be 0 or more")
+        state.restart(state.clock(), body.loading_seconds)
+        return json_response({"started_at": state.started_at, "loading_until": state.loading_until})
 
     @router.post("/faults")
     async def faults(request: Request) -> Response:

@@ -1,4 +1,11 @@
-"""``/server``: readiness and the properties clients read the edition and licence from."""
+"""``/server``: readiness and the properties clients read the edition and licence from.
+
+After a (re)start Nessus loads its plugins for minutes. Meanwhile ``GET /server/status``
+answers ``503 {"code": 503, "status": "loading", "progress": <percent>}`` and the API refuses
+work with 503 (``web.Guards``); once loaded it answers ``200 {"code": 200, "status": "ready",
+"progress": null}``. The emulator does the same for ``startup_duration`` seconds after it
+starts, and after ``POST /_emulator/restart``.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ def server_properties(state: EmulatorState) -> dict[str, Any]:
         "server_build": "20010",
         "platform": "LINUX",
         "idle_timeout": "30",
-        "scanner_boottime": int(state.clock()),
+        "scanner_boottime": int(state.started_at),
         "server_uuid": f"emulator-{config.name}",
         "loaded_plugin_set": "202406110523",
         "license": {
@@ -49,6 +56,9 @@ def server_router(state: EmulatorState, guards: Guards) -> APIRouter:
 
     @router.get("/server/status", dependencies=guards.public)
     async def server_status() -> Response:
+        progress = state.loading_progress(state.clock())
+        if progress is not None:
+            return json_response({"code": 503, "status": "loading", "progress": progress}, status=503)
         return json_response({"code": 200, "status": "ready", "progress": None})
 
     @router.get("/server/properties", dependencies=guards.api)
