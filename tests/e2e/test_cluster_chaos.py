@@ -43,7 +43,8 @@ from scanfleet.common.embedded import NatsCluster
 from scanfleet.common.tasks import TaskRecord, TaskState
 from tests.helpers import TEST_SCOPE, add_client, emulator_get, running_stack, until
 
-pytestmark = pytest.mark.e2e
+# About three minutes on two shared cores; the bound leaves room for a loaded machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 T = TypeVar("T")
 
