@@ -1,8 +1,9 @@
 """The audit trail on a real nats-server: append-only, readable by filter and time, followed live,
-and a submission that cannot be audited is not queued."""
+and a submission that cannot be audited is not queued; a call NATS cannot answer is a 503."""
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,8 +12,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
 from scanfleet.common import audit, client_tasks, contract
+from scanfleet.common.bus import UNAVAILABLE
 from scanfleet.common.clients import Client, ClientDirectory, Principal, Role
 from scanfleet.common.config import parse_fleet
+from scanfleet.common.embedded import NatsServer
 from scanfleet.common.registry import sync_registry
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.scope import CompiledScope, Scope
@@ -98,3 +101,23 @@ async def test_a_submission_that_cannot_be_audited_is_not_queued(runtime: Runtim
     assert (await runtime.js.stream_info(contract.REQUESTS_STREAM)).state.messages == 0
     assert await client_tasks.active_tasks(runtime.client_tasks, "alice") == []
     assert await client_tasks.submitted(runtime.client_tasks, "alice") == []
+
+
+async def test_a_call_nats_cannot_answer_is_a_503_to_retry_not_a_500(runtime: Runtime, nats_server: NatsServer) -> None:
+    """The server stops answering (frozen, as one cut off by the network): the call's NATS
+    request times out, and the caller is told to try again, with Retry-After."""
+    scope = Scope(targets=["10.0.0.0/8"])
+    caller = Caller(Principal(Client(id="alice", role=Role.AGENT, scope=scope), CompiledScope.of(scope), "test"))
+    gateway = Gateway(runtime, Admission(runtime.settings, ClientDirectory(None)))
+    assert nats_server.proc is not None
+    async with httpx.AsyncClient() as http:
+        guard = Guard(runtime, Authenticator(ClientDirectory(None), "http://127.0.0.1:1/mcp", http))
+        nats_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(GatewayError) as refused:
+                await guard.run(caller, "list_scanners", gateway.scanners(caller, None))
+        finally:
+            nats_server.proc.send_signal(signal.SIGCONT)
+    assert (refused.value.status, refused.value.code) == (503, "service_unavailable")
+    assert refused.value.headers == {"Retry-After": "2"}
+    assert isinstance(refused.value.__cause__, UNAVAILABLE)

@@ -17,6 +17,14 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    NoServersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+)
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -30,7 +38,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    FetchTimeoutError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
@@ -40,6 +55,20 @@ from scanfleet.common.nats_auth import inbox_prefix
 from scanfleet.common.telemetry import inject_headers, producer_span, record_publish
 
 log = logging.getLogger("scanfleet.bus")
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    NatsTimeout,
+    NoRespondersError,
+    NoServersError,
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    StaleConnectionError,
+    OutboundBufferLimitError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
+"""NATS could not answer just now (a server cut off or restarting, a stream electing its
+leader): the same call may succeed a moment later, so callers are told to try again."""
 
 
 async def connect(
@@ -360,17 +389,29 @@ async def kv_items(kv: KeyValue, key_prefix: str = "") -> dict[str, bytes]:
 
 
 async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
-    """``create`` that also succeeds over an expired key's leftover marker (nats-py 2.16 bug)."""
+    """``create`` that also succeeds over an expired key's leftover marker (nats-py 2.16 bug).
+
+    Refused because the key exists, nats-py's ``create`` reads the key to tell a deleted one
+    from a live one; a replica that has not caught up (a node just back from a partition)
+    answers that read with "not found". The key exists at the stream's leader all the same:
+    that is the refusal ``KeyWrongLastSequenceError``, which compare-and-set loops retry.
+    """
     try:
         return int(await kv.create(key, value))
+    except KeyNotFoundError:
+        raise _exists_but_unread(key) from None
     except KeyWrongLastSequenceError:
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
-            raise
+            raise _exists_but_unread(key) from None
         if entry.value is not None and entry.operation not in ("DEL", "PURGE"):
             raise
         return int(await kv.update(key, value, last=entry.revision))
+
+
+def _exists_but_unread(key: str) -> KeyWrongLastSequenceError:
+    return KeyWrongLastSequenceError(f"{key} exists, but a lagging replica read it as absent")
 
 
 # Object store -----------------------------------------------------------------------------

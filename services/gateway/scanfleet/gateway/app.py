@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scanfleet.common import contract
+from scanfleet.common.bus import UNAVAILABLE
 from scanfleet.common.clients import ClientDirectory
 from scanfleet.common.config import Settings
 from scanfleet.common.ops_http import metrics_text
@@ -36,7 +37,7 @@ from scanfleet.gateway.admission import Admission
 from scanfleet.gateway.auth import Authenticator
 from scanfleet.gateway.control_tools import control_router
 from scanfleet.gateway.core import Gateway, SubmitScan
-from scanfleet.gateway.errors import GatewayError, read_body
+from scanfleet.gateway.errors import GatewayError, read_body, unavailable
 from scanfleet.gateway.guard import Guard, raw_targets
 from scanfleet.gateway.hardening import BodyTooLarge, RestGuard, transport_security
 from scanfleet.gateway.history_tools import BODY_TYPES, history_router
@@ -109,6 +110,14 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.exception_handler(GatewayError)
     async def on_gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
         return JSONResponse(exc.as_dict(), status_code=exc.status, headers=exc.headers)
+
+    async def on_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        """NATS not answering outside ``Guard.run`` (a dependency's read): 503, not 500."""
+        refusal = unavailable(exc)
+        return JSONResponse(refusal.as_dict(), status_code=refusal.status, headers=refusal.headers)
+
+    for outage in UNAVAILABLE:
+        app.add_exception_handler(outage, on_unavailable)
 
     @app.exception_handler(BodyTooLarge)
     async def on_body_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -93,6 +93,10 @@ NEXT_STEPS: dict[str, str] = {
     "credentials_inline": "Submit the scan anew with credentials, or with a credential_ref so it can be repeated.",
     # Service
     "audit_unavailable": "Nothing was done; try again shortly.",
+    "service_unavailable": (
+        "Try again in a few seconds (Retry-After); a submission sent again with the same idempotency_key "
+        "is queued once, whatever the first try got done."
+    ),
     "internal_error": "Try again; if it persists, report the time and tool to an operator.",
     "not_found": "Check the path and identifier.",
     "invalid_host": "Call the gateway by a host name it is configured for (SCANFLEET_PUBLIC_URL).",
@@ -132,6 +136,20 @@ async def read_body(request: Request, kind: type[T], empty: bytes | None = None)
         return msgspec.json.decode(raw or empty or b"", type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise GatewayError(422, "invalid_request", safe_message(str(exc))) from None
+
+
+RETRY_AFTER_UNAVAILABLE = "2"
+
+
+def unavailable(exc: BaseException) -> GatewayError:
+    """NATS did not answer (``bus.UNAVAILABLE``): a 503 to retry, never a 500."""
+    return GatewayError(
+        503,
+        "service_unavailable",
+        f"scanfleet's message bus did not answer ({type(exc).__name__}): a server or a stream "
+        "leader is failing over; try again",
+        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+    )
 
 
 def tool_error(exc: GatewayError) -> ToolError:

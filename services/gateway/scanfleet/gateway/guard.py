@@ -24,6 +24,7 @@ from mcp.server.mcpserver import Context
 from pydantic import AnyHttpUrl
 
 from scanfleet.common import audit as trail
+from scanfleet.common.bus import UNAVAILABLE
 from scanfleet.common.messages import ScanType
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.targets import Target
@@ -31,7 +32,7 @@ from scanfleet.common.telemetry import current_trace_id
 from scanfleet.gateway.access import Caller, admin_token_principal
 from scanfleet.gateway.auth import Authenticator
 from scanfleet.gateway.core import BeforeQueue
-from scanfleet.gateway.errors import GatewayError, tool_error
+from scanfleet.gateway.errors import GatewayError, tool_error, unavailable
 
 T = TypeVar("T")
 _SPLIT = re.compile(r"[\s,]+")
@@ -117,6 +118,11 @@ class Guard:
         except GatewayError as exc:
             await self.audit(caller, action, "deny", code=exc.code, reason=exc.message, **fields)
             raise
+        except UNAVAILABLE as exc:
+            refusal = unavailable(exc)
+            with contextlib.suppress(GatewayError):  # the bus that failed may fail the record too
+                await self.audit(caller, action, "deny", code=refusal.code, reason=refusal.message, **fields)
+            raise refusal from exc
         if allow_recorded:
             return result
         if isinstance(result, dict) and "task_id" in result and "task_id" not in fields:

@@ -18,7 +18,8 @@ from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnno
 from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 
-from scanfleet.gateway.errors import GatewayError, tool_error
+from scanfleet.common.bus import UNAVAILABLE
+from scanfleet.gateway.errors import GatewayError, tool_error, unavailable
 from scanfleet.gateway.schemas import Out, schema_of
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +86,9 @@ class ScanfleetMCP(MCPServer):
     ) -> CallToolResult | InputRequiredResult:
         try:
             return await super().call_tool(name, arguments, context)
-        except UnexpectedToolError:
+        except UnexpectedToolError as exc:
+            if isinstance(exc.__cause__, UNAVAILABLE):
+                raise tool_error(unavailable(exc.__cause__)) from None
             raise tool_error(GatewayError(500, "internal_error", f"{name} failed unexpectedly")) from None
         except ToolError as exc:
             cause = exc.__cause__
