@@ -8,6 +8,7 @@ A new submission's queue position comes from the dispatch consumer's counts, not
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import msgspec
@@ -21,6 +22,7 @@ from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import enqueue
 from scanfleet.common.tasks import TaskState
 from scanfleet.gateway.core import Gateway, SubmitScan, idempotency_key_hash
+from scanfleet.gateway.errors import GatewayError
 from scanfleet.gateway.intake import STEPS, Crash, Step
 from scanfleet.janitor.stale import REQUEST_GRACE, REQUEST_LOST, Sweeper
 from tests.helpers import make_caller, make_gateway, queue_at_once
@@ -145,3 +147,30 @@ async def test_a_record_left_without_its_request_and_no_retry_is_failed_by_the_j
     assert await client_tasks.active_tasks(rt.client_tasks, CALLER.id) == [queued]
     still = await rt.tasks.get(queued)
     assert still is not None and still.state is TaskState.QUEUED
+
+
+@pytest.mark.parametrize("key", ["failover", None])
+async def test_a_request_that_could_not_be_published_is_queued_by_the_keyed_retry(
+    fleet: Runtime, key: str | None
+) -> None:
+    """NATS failing over between the record and the request (the publish finds no stream): a
+    503 either way. With a key the task stays queued and the retry queues it, once; the
+    failed task of old answered that retry as a repeat, and the scan was lost. Without a key
+    nothing could finish the task, so it is failed."""
+    rt = fleet
+    info = await rt.js.stream_info(contract.REQUESTS_STREAM)
+    await rt.js.update_stream(dataclasses.replace(info.config, subjects=["scanfleet.test.nowhere"]))
+    with pytest.raises(GatewayError) as refused:
+        await make_gateway(rt).submit(CALLER, scan(key), queue_at_once)
+    assert (refused.value.status, refused.value.code) == (503, "enqueue_failed")
+    await rt.js.update_stream(info.config)
+    [task_id] = await client_tasks.submitted(rt.client_tasks, CALLER.id)
+    record = await rt.tasks.get(task_id)
+    assert record is not None
+    if key is None:
+        assert (record.state, record.error_reason) == (TaskState.FAILED, "enqueue_failed")
+        return
+    assert record.state is TaskState.QUEUED
+    again = await make_gateway(rt).submit(CALLER, scan(key), queue_at_once)
+    assert (again["task_id"], again["status"], again["idempotent"]) == (task_id, "queued", True)
+    assert await requests_of(rt, task_id) == 1

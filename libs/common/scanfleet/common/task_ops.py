@@ -33,6 +33,7 @@ async def enqueue(
     credentials: SealedCredentials | None = None,
     credential_ref: str | None = None,
     if_absent: bool = False,
+    fail_task: bool = True,
 ) -> str:
     """Publish the request of a ``queued`` task; returns its ``Nats-Msg-Id``.
 
@@ -42,6 +43,13 @@ async def enqueue(
 
     ``if_absent``: publish only when the task has no request in the stream (a repair after a
     crash; the duplicate window alone would not cover a request older than the window).
+
+    ``fail_task=False``: a failed publish raises ``EnqueueFailed`` and leaves the task queued,
+    for a first try whose client resends it with its idempotency key: that retry publishes the
+    request (``if_absent``) and the scan runs once. A failed task would have answered the retry
+    as a repeat, so the scan was lost though the client did what it was told; and a publish
+    that timed out may well have been stored. Without a retry the janitor fails the task
+    (``request_lost``) once its grace has passed.
     """
     request = request_of(record, credentials=credentials, credential_ref=credential_ref)
     msg_id = contract.request_msg_id(record.task_id, record.retries)
@@ -53,14 +61,16 @@ async def enqueue(
     except APIError as exc:
         if if_absent and exc.err_code == contract.ERR_WRONG_LAST_SEQUENCE:
             return msg_id
-        await _fail_enqueue(rt, record, exc)
+        await _failed_enqueue(rt, record, exc, fail_task)
     except Exception as exc:
-        await _fail_enqueue(rt, record, exc)
+        await _failed_enqueue(rt, record, exc, fail_task)
     return msg_id
 
 
-async def _fail_enqueue(rt: Runtime, record: TaskRecord, exc: Exception) -> NoReturn:
+async def _failed_enqueue(rt: Runtime, record: TaskRecord, exc: Exception, fail_task: bool) -> NoReturn:
     error = f"could not enqueue: {exc}"
+    if not fail_task:
+        raise EnqueueFailed(error) from exc
 
     def failed(r: TaskRecord) -> None:
         r.error = error

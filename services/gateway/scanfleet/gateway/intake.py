@@ -7,7 +7,10 @@ retry with the same idempotency key then completes the same task:
 - claim without record: the retry adopts the claimed task id and carries on (within
   ``ADOPT_WITHIN`` of the claim; an older claim's record has expired, which stays a 409);
 - record without request: the retry publishes the request, only if the stream has none
-  for the task (``enqueue(if_absent=True)``), so a request is never doubled.
+  for the task (``enqueue(if_absent=True)``), so a request is never doubled. A publish that
+  failed (NATS failing over) leaves the same state behind when the submission has a key:
+  the answer is a 503 and the retry queues the task (without a key the task is failed, as
+  nothing could finish it).
 
 Two retries racing each other meet at the record's create-only write: one writes, the
 other answers with the record as a repeat.
@@ -125,7 +128,13 @@ class Intake:
         self.crash("recorded")
         await self._announce(record)
         self.crash("announced")
-        await enqueue(self.rt, record, credentials=seal(record.task_id), credential_ref=record.credential_ref)
+        await enqueue(
+            self.rt,
+            record,
+            credentials=seal(record.task_id),
+            credential_ref=record.credential_ref,
+            fail_task=key_hash is None,
+        )
         self.crash("published")
         return record, False
 
@@ -147,6 +156,7 @@ class Intake:
             credentials=seal(record.task_id),
             credential_ref=record.credential_ref,
             if_absent=True,
+            fail_task=False,
         )
 
     async def _claim(self, key_hash: str, task_id: str, digest: str) -> str | None:
