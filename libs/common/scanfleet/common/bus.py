@@ -70,6 +70,12 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 """NATS could not answer just now (a server cut off or restarting, a stream electing its
 leader): the same call may succeed a moment later, so callers are told to try again."""
 
+PING_INTERVAL = 5.0
+MAX_OUTSTANDING_PINGS = 2
+"""A server that stops answering (cut off by the network while it keeps running, so no TCP
+reset ever comes) is given up after about 15 s and the client moves to another one; nats-py's
+defaults (2 min, 2 pings) left a service talking to a dead server for up to six minutes."""
+
 
 async def connect(
     url: str | list[str],
@@ -108,6 +114,8 @@ async def connect(
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
