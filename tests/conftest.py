@@ -7,12 +7,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from scanfleet.common import contract
 from scanfleet.common.config import Settings
 from scanfleet.common.embedded import NatsServer
 from scanfleet.common.runtime import Runtime, open_runtime
 from tests.helpers import MALFORMED
+
+# Property tests check properties, not speed (benchmarks do): hypothesis's per-example deadline
+# only made them fail on a loaded machine.
+settings.register_profile("scanfleet", deadline=None)
+settings.load_profile("scanfleet")
 
 CORPUS_ENV = "SCANFLEET_TEST_CORPUS"
 """Names another folder holding the .nessus corpus; by default it sits beside the project folder."""

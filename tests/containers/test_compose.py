@@ -10,135 +10,39 @@ operator sets (images, secrets file, published ports, the emulator's fleet). Tim
 
 from __future__ import annotations
 
-import json
-import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import httpx2
 import pytest
-import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from scanfleet.common.embedded import free_port
-from scanfleet.common.nats_auth import USERS, password_env
+from tests.containers.compose import Deployment, deployed, monitor
 from tests.containers.conftest import ROOT, Images
 from tests.helpers import tool_json, until
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]
 
-COMPOSE_DIR = ROOT / "deploy" / "compose"
-COMPOSE = Path(sys.executable).parent / "docker-compose"
 SCAN_SECONDS = 3
 TIMINGS = ROOT / ".scanfleet" / "container-timings.json"
-
-
-@dataclass
-class Deployment:
-    project: str
-    env: dict[str, str]
-    gateways: list[str]
-    token: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(COMPOSE), "-p", self.project, "--env-file", self.env["SECRETS_FILE"], "--profile", "emulated", *args],
-            cwd=COMPOSE_DIR,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-
-def _secrets(path: Path) -> None:
-    """nats.env as the compose file's header makes it: every NATS password and the gateways' key."""
-    lines = [f"{password_env(user)}={secrets.token_hex(24)}" for user in USERS]
-    lines.append(f"MCP_REQUEST_STATE_KEYS={secrets.token_hex(32)}")
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-
-
-def _fast_fleet(path: Path) -> None:
-    """The example emulator fleet with short scans, so that a scan ends in seconds."""
-    fleet = yaml.safe_load((COMPOSE_DIR / "emulator-fleet.example.yaml").read_text())
-    for entry in fleet:
-        entry["config"]["scan_duration"] = SCAN_SECONDS
-    path.write_text(yaml.safe_dump(fleet))
 
 
 @pytest.fixture(scope="module")
 def deployment(
     engine_env: dict[str, str], images: Images, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
+    alice = ["alice", "--role", "operator", "--targets", "10.0.0.0/8"]
     tmp = tmp_path_factory.mktemp("compose")
-    _secrets(tmp / "nats.env")
-    _fast_fleet(tmp / "fleet.yaml")
-    ports = [free_port(), free_port()]
-    env = {
-        "PATH": str(Path(sys.executable).parent) + ":/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(tmp),
-        **engine_env,
-        "IMAGE": images.scanfleet,
-        "NATS_IMAGE": images.nats,
-        "SCANNERS_YAML": "./scanners.emulated.example.yaml",
-        "EMULATOR_FLEET": str(tmp / "fleet.yaml"),
-        "GATEWAY_PUBLISH": f"127.0.0.1:{ports[0]}",
-        "GATEWAY2_PUBLISH": f"127.0.0.1:{ports[1]}",
-        "SECRETS_FILE": str(tmp / "nats.env"),
-    }
-    deploy = Deployment(f"sftest{secrets.token_hex(4)}", env, [f"http://127.0.0.1:{p}" for p in ports], token="")
-    try:
-        added = deploy.compose(
-            "run",
-            "--rm",
-            "clients",
-            "add",
-            "alice",
-            "--role",
-            "operator",
-            "--targets",
-            "10.0.0.0/8",
-            "--token",
-            "--json",
-        )
-        assert added.returncode == 0, added.stderr
-        deploy.token = json.loads(added.stdout)["token"]
-        started = time.monotonic()
-        up = deploy.compose("up", "-d", "--wait", "--wait-timeout", "480")
-        deploy.timings["compose_up_to_healthy_s"] = round(time.monotonic() - started, 1)
-        assert up.returncode == 0, up.stderr[-3000:]
+    with deployed(engine_env, images, tmp, scan_seconds=SCAN_SECONDS, client=alice, timings_file=TIMINGS) as deploy:
         yield deploy
-    except BaseException:
-        print(deploy.compose("ps", "-a").stdout)
-        print(deploy.compose("logs", "--tail", "30", "--no-color").stdout[-12000:])
-        raise
-    finally:
-        started = time.monotonic()
-        down = deploy.compose("down", "-v", "--timeout", "10", "--remove-orphans")
-        deploy.timings["compose_down_s"] = round(time.monotonic() - started, 1)
-        TIMINGS.parent.mkdir(exist_ok=True)
-        TIMINGS.write_text(json.dumps(deploy.timings, indent=2) + "\n")
-        print("timings:", deploy.timings)
-        assert down.returncode == 0, down.stderr
-
-
-def _containers(engine: docker.DockerClient, project: str) -> dict[str, Any]:
-    found = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
-    return {str(c.name): c for c in found}
 
 
 def test_every_container_is_up_and_healthy(engine: docker.DockerClient, deployment: Deployment) -> None:
-    containers = _containers(engine, deployment.project)
+    containers = deployment.containers(engine)
     services: dict[str, int] = {}
     for container in containers.values():
         service = container.labels["com.docker.compose.service"]
@@ -168,10 +72,8 @@ def test_every_container_is_up_and_healthy(engine: docker.DockerClient, deployme
 def test_the_cluster_holds_three_replicas(engine: docker.DockerClient, deployment: Deployment) -> None:
     """Asked inside nats-1 through its loopback-only monitoring port: three servers, and the
     streams replicated on all of them."""
-    nats = _containers(engine, deployment.project)[f"{deployment.project}-nats-1-1"]
-    probe = nats.exec_run(["wget", "-q", "-O", "-", "http://127.0.0.1:8222/jsz?streams=true"])
-    assert probe.exit_code == 0
-    jsz = json.loads(probe.output)
+    jsz = monitor(deployment.container(engine, "nats-1"), "jsz?streams=true")
+    assert jsz is not None
     assert jsz["meta_cluster"]["cluster_size"] == 3
     streams = {s["name"]: s for account in jsz["account_details"] for s in account.get("stream_detail", [])}
     assert "SCAN_REQUESTS" in streams

@@ -1,5 +1,5 @@
 """The audit trail on a real nats-server: append-only, readable by filter and time, followed live,
-and a submission that cannot be audited is not queued."""
+and a submission that cannot be audited is not queued; a call NATS cannot answer is a 503."""
 
 from __future__ import annotations
 

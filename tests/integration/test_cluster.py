@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,4 +130,41 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_waits_for_it(
     try:
         assert (await rt.js.stream_info(contract.REQUESTS_STREAM)).config.num_replicas == 3
     finally:
+        await close(rt)
+
+
+async def test_a_server_that_goes_silent_is_left_by_clients_and_routes_within_seconds(cluster: NatsCluster) -> None:
+    """A server that stops answering but closes nothing (SIGSTOP: frozen, as one cut off by the
+    network while it keeps running; no TCP reset ever comes). Services notice by their pings
+    and move to another server; the other servers drop their routes to it by theirs, after
+    which no request is routed to it any more (it replicated the bucket, so direct gets went
+    there too) and every read is answered. With NATS's defaults both took minutes."""
+    rt = await open_runtime("test", Settings(nats_url=cluster.nats_url, nats_replicas=3), topology=TOPOLOGY)
+    served_by = rt.nc.connected_url
+    assert served_by is not None
+    victim = next(s for s in cluster.servers if s.port == served_by.port)
+    assert victim.proc is not None
+    try:
+        await rt.tasks.kv.put("before", b"1")
+        victim.proc.send_signal(signal.SIGSTOP)
+
+        async def moved() -> bool:
+            url = rt.nc.connected_url
+            return bool(rt.nc.is_connected and url is not None and url.port != victim.port)
+
+        await until(moved, "the client to leave the silent server", within=30.0, every=0.2)
+
+        async def reads_answered() -> bool:
+            """Ten reads in a row, each answered within a second."""
+            for _ in range(10):
+                try:
+                    entry = await asyncio.wait_for(rt.tasks.kv.get("before"), 1.0)
+                except (NatsError, TimeoutError):
+                    return False
+                assert entry.value == b"1"
+            return True
+
+        await until(reads_answered, "every read to be answered without the silent server", within=40.0, every=0.2)
+    finally:
+        victim.proc.send_signal(signal.SIGCONT)
         await close(rt)

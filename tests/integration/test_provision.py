@@ -7,6 +7,7 @@ import dataclasses
 
 import nats
 import pytest
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from scanfleet.common import capacity, contract
@@ -100,6 +101,26 @@ async def test_kv_create_over_an_expired_key(runtime: Runtime) -> None:
     await kv_create(kv, "default.scanner-1", b"two")
     entry = await kv_get(kv, "default.scanner-1")
     assert entry is not None and entry.value == b"two"
+
+
+async def test_kv_create_of_a_key_a_lagging_replica_reads_as_absent_is_refused_as_existing(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused by the leader (the key exists), nats-py's create reads the key; a replica just
+    back from a partition answers "not found". That is still a compare-and-set refusal, which
+    callers retry, not a KeyNotFoundError out of a create."""
+    kv = runtime.agents
+    await kv.create("default.scanner-2", b"one")
+
+    async def lagging_replica(key: str, revision: int | None = None) -> KeyValue.Entry:
+        raise KeyNotFoundError
+
+    monkeypatch.setattr(kv, "_get", lagging_replica)
+    with pytest.raises(KeyWrongLastSequenceError):
+        await kv_create(kv, "default.scanner-2", b"two")
+    monkeypatch.undo()
+    entry = await kv_get(kv, "default.scanner-2")
+    assert entry is not None and entry.value == b"one"
 
 
 async def test_kv_items_sees_live_keys_only_and_leaves_no_consumer(runtime: Runtime) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from scanfleet.common import contract
 from scanfleet.common.config import Settings
-from scanfleet.common.nats_auth import DEPLOY_NODES, ClusterRoutes, deploy_config, server_config
+from scanfleet.common.nats_auth import (
+    CLUSTER_PING_INTERVAL,
+    CLUSTER_PING_MAX,
+    DEPLOY_NODES,
+    ClusterRoutes,
+    deploy_config,
+    server_config,
+)
 
 
 def test_nats_url_may_list_every_server_of_a_cluster() -> None:
@@ -41,3 +48,10 @@ def test_the_deploy_cluster_config_routes_to_all_three_nodes_and_syncs_always() 
     assert "server_name: $NATS_SERVER_NAME" in text and 'sync_interval: "always"' in text
     assert all(f"nats-route://{node}:6222" in text for node in DEPLOY_NODES)
     assert "cluster" not in deploy_config()
+
+
+def test_a_clusters_servers_ping_peers_and_clients_within_seconds() -> None:
+    """A server cut off by the network closes nothing: the others find out by pings only."""
+    text = deploy_config(cluster=True)
+    assert f'ping_interval: "{CLUSTER_PING_INTERVAL}"' in text and f"ping_max: {CLUSTER_PING_MAX}" in text
+    assert "ping_interval" not in deploy_config()

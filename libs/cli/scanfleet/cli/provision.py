@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from nats.errors import NoRespondersError, NoServersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import ServiceUnavailableError
-
+from scanfleet.common.bus import UNANSWERED
 from scanfleet.common.config import Settings, load_fleet
 from scanfleet.common.logs import setup_logging
 from scanfleet.common.registry import SyncReport, sync_registry
@@ -27,7 +24,7 @@ async def provision(settings: Settings) -> tuple[list[str], SyncReport]:
 
 log = logging.getLogger("scanfleet.provision")
 
-TRANSIENT = (NatsTimeoutError, ServiceUnavailableError, NoRespondersError, NoServersError, OSError)
+TRANSIENT: tuple[type[Exception], ...] = (*UNANSWERED, OSError)
 """What a cluster answers while it elects leaders (just started, or a server restarting)."""
 
 

@@ -30,7 +30,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import FetchTimeoutError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    FetchTimeoutError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from scanfleet.common import contract
@@ -47,11 +52,19 @@ UNANSWERED: tuple[type[Exception], ...] = (
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+    nats.errors.OutboundBufferLimitError,
     nats.js.errors.NoStreamResponseError,
     nats.js.errors.ServiceUnavailableError,
 )
 """What NATS answers while a server restarts or a cluster elects a leader: nothing, or
 "unavailable". The same request may succeed a moment later."""
+
+PING_INTERVAL = 5.0
+MAX_OUTSTANDING_PINGS = 2
+"""A server that stops answering (cut off by the network while it keeps running, so no TCP
+reset ever comes) is given up after about 15 s and the client moves to another one; nats-py's
+defaults (2 min, 2 pings) left a service talking to a dead server for up to six minutes."""
 
 
 async def connect(
@@ -91,6 +104,8 @@ async def connect(
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         allow_reconnect=True,
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
@@ -387,17 +402,29 @@ async def kv_items(kv: KeyValue, key_prefix: str = "") -> dict[str, bytes]:
 
 
 async def kv_create(kv: KeyValue, key: str, value: bytes) -> int:
-    """``create`` that also succeeds over an expired key's leftover marker (nats-py 2.16 bug)."""
+    """``create`` that also succeeds over an expired key's leftover marker (nats-py 2.16 bug).
+
+    Refused because the key exists, nats-py's ``create`` reads the key to tell a deleted one
+    from a live one; a replica that has not caught up (a node just back from a partition)
+    answers that read with "not found". The key exists at the stream's leader all the same:
+    that is the refusal ``KeyWrongLastSequenceError``, which compare-and-set loops retry.
+    """
     try:
         return int(await kv.create(key, value))
+    except KeyNotFoundError:
+        raise _exists_but_unread(key) from None
     except KeyWrongLastSequenceError:
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
-            raise
+            raise _exists_but_unread(key) from None
         if entry.value is not None and entry.operation not in ("DEL", "PURGE"):
             raise
         return int(await kv.update(key, value, last=entry.revision))
+
+
+def _exists_but_unread(key: str) -> KeyWrongLastSequenceError:
+    return KeyWrongLastSequenceError(f"{key} exists, but a lagging replica read it as absent")
 
 
 # Object store -----------------------------------------------------------------------------

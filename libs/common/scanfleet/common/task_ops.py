@@ -46,6 +46,13 @@ async def enqueue(
 
     ``if_absent``: publish only when the task has no request in the stream (a repair after a
     crash; the duplicate window alone would not cover a request older than the window).
+
+    ``fail_task=False``: a failed publish raises ``EnqueueFailed`` and leaves the task queued,
+    for a first try whose client resends it with its idempotency key: that retry publishes the
+    request (``if_absent``) and the scan runs once. A failed task would have answered the retry
+    as a repeat, so the scan was lost though the client did what it was told; and a publish
+    that timed out may well have been stored. Without a retry the janitor fails the task
+    (``request_lost``) once its grace has passed.
     """
     request = request_of(record, credentials=credentials, credential_ref=credential_ref)
     msg_id = contract.request_msg_id(record.task_id, record.retries)

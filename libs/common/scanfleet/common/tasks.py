@@ -16,7 +16,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from scanfleet.common.bus import kv_get
+from scanfleet.common.bus import kv_create, kv_get
 from scanfleet.common.contract import TERMINAL as TERMINAL
 from scanfleet.common.contract import TaskState as TaskState
 from scanfleet.common.messages import Priority, ResultsSummary, ScanRequest, ScanType, SealedCredentials, utcnow
@@ -271,7 +271,8 @@ class TaskStore:
         self.max_conflicts = max_conflicts
 
     async def create(self, record: TaskRecord) -> int:
-        return int(await self.kv.create(record.task_id, _encoder.encode(record)))
+        """Create-only: ``KeyWrongLastSequenceError`` when the task's record already exists."""
+        return await kv_create(self.kv, record.task_id, _encoder.encode(record))
 
     async def read(self, task_id: str) -> tuple[TaskRecord, int]:
         entry = await kv_get(self.kv, task_id)

@@ -36,7 +36,7 @@ from scanfleet.common.messages import SealedCredentials
 from scanfleet.common.runtime import Runtime
 from scanfleet.common.task_ops import enqueue
 from scanfleet.common.tasks import TaskRecord, TaskState
-from scanfleet.gateway.errors import GatewayError
+from scanfleet.gateway.errors import GatewayError, bus_unavailable
 
 Step = Literal["claimed", "admitted", "audited", "recorded", "announced", "published"]
 STEPS: tuple[Step, ...] = ("claimed", "admitted", "audited", "recorded", "announced", "published")
@@ -113,11 +113,11 @@ class Intake:
             await self.rt.tasks.create(record)
         except Crash:
             raise
-        except KeyWrongLastSequenceError:
+        except KeyWrongLastSequenceError as exc:
             # Another retry of the same key wrote the record first: this is a repeat of it.
             existing = await self.rt.tasks.get(record.task_id)
-            if existing is None:
-                raise
+            if existing is None:  # read from a replica the write has not reached yet
+                raise bus_unavailable() from exc
             await self._repair(existing, seal)
             return existing, True
         except BaseException:
