@@ -69,10 +69,16 @@ class Deployment:
         """The one container of ``service`` (nats-1, emulator, gateway-2, ...)."""
         return self.containers(engine)[f"{self.project}-{service}-1"]
 
-    def dump(self, tail: int = 30) -> None:
-        """The containers' state and their last log lines, for a failure's report."""
+    def dump(self, tail: int = 30, keep: Path | None = None) -> None:
+        """The containers' state and each service's last log lines, for a failure's report;
+        every log line goes to ``keep`` too."""
         print(self.compose("ps", "-a").stdout)
-        print(self.compose("logs", "--tail", str(tail), "--no-color", "--timestamps").stdout[-20000:])
+        for service in self.compose("config", "--services").stdout.split():
+            print(self.compose("logs", "--tail", str(tail), "--no-color", "--timestamps", service).stdout[-6000:])
+        if keep is not None:
+            keep.parent.mkdir(exist_ok=True)
+            keep.write_text(self.compose("logs", "--no-color", "--timestamps").stdout)
+            print(f"every container's log: {keep}")
 
 
 def _secrets(path: Path) -> None:
